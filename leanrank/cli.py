@@ -1,0 +1,128 @@
+"""``leanrank`` command line. Bad input → one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from leanrank.core.errors import LeanrankError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compress e-commerce search and recommendation Transformers.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and download datasets.")
+train_app = typer.Typer(no_args_is_help=True, help="Train models.")
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+
+DataDir = typer.Option(None, "--data-dir", help="Benchmark data folder (default: $LEANRANK_DATA).")
+
+
+@data_app.command("info")
+def data_info(data_dir: Optional[Path] = DataDir, dataset: str = typer.Option(
+        "all", help="synthetic, homedepot, a relevance file, or all")) -> None:
+    """Print what is found: queries, products, pairs, label distribution per split."""
+    from leanrank.cli_views import print_data_info
+
+    print_data_info(dataset, data_dir)
+
+
+@data_app.command("download")
+def data_download(name: str = typer.Argument(..., help="Dataset name (see `leanrank data sources`)."),
+                  to: Path = typer.Option(..., "--to", help="Data folder to download into.")) -> None:
+    """Download a public dataset (sha256-checked, resumable, atomic) or print how to get it."""
+    from leanrank.data.download import download
+
+    for path in download(name, to):
+        typer.echo(f"ok {path}")
+
+
+@data_app.command("sources")
+def data_sources() -> None:
+    """List the datasets `leanrank data download` knows."""
+    from leanrank.cli_views import print_sources
+
+    print_sources()
+
+
+@train_app.command("search")
+def train_search_cmd(
+    dataset: str = typer.Option("synthetic", help="synthetic, homedepot or a relevance file"),
+    data_dir: Optional[Path] = DataDir,
+    out: Path = typer.Option(..., help="Run folder (checkpoints, run.json, tb/, model/)."),
+    init: Optional[str] = typer.Option(None, help="Start from this model dir (default MiniLM-L6)."),
+    num_layers: Optional[int] = typer.Option(None, help="Keep this many evenly spaced layers."),
+    loss: str = "bce", optimizer: str = "adamw", lr: float = 5e-5, epochs: int = 1,
+    batch_size: int = 32, grad_accum: int = 1,
+    precision: str = typer.Option("fp32", help="fp32, bf16 (autocast) or fp16 (CUDA)"),
+    max_length: int = 48, max_steps: Optional[int] = None,
+    eval_every: Optional[int] = typer.Option(None, help="Validate every N steps (default: each epoch)."),
+    patience: int = 2, valid_queries: Optional[int] = 300, max_train_queries: Optional[int] = None,
+    bm25_negatives: int = 3, random_negatives: int = 1, checkpoint_every: int = 100,
+    seed: int = 0, device: Optional[str] = None,
+    resume: bool = typer.Option(False, "--resume", help="Continue from out/checkpoint.pt."),
+) -> None:
+    """Fine-tune a cross-encoder (runs under `torchrun --nproc_per_node N` too)."""
+    from leanrank.data.registry import load_search_dataset
+    from leanrank.train.fit import TrainConfig
+    from leanrank.train.search import SearchTrainSetup, train_search
+
+    config = TrainConfig(loss=loss, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
+                         grad_accum=grad_accum, precision=precision, max_steps=max_steps,
+                         eval_every=eval_every, patience=patience, checkpoint_every=checkpoint_every,
+                         seed=seed)
+    setup = SearchTrainSetup(init=init, num_layers=num_layers, max_length=max_length,
+                             bm25_negatives=bm25_negatives, random_negatives=random_negatives,
+                             valid_queries=valid_queries, max_train_queries=max_train_queries)
+    splits = load_search_dataset(dataset, data_dir).split()
+    _, record = train_search(splits, out, config, setup, resume=resume, device=device)
+    typer.echo(f"model: {out / 'model'}  best valid {config.metric}: {record.get('best_' + config.metric)}")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Path = typer.Argument(..., help="Cross-encoder model dir."),
+    dataset: str = "synthetic", data_dir: Optional[Path] = DataDir,
+    split: str = typer.Option("test", help="train, valid or test"),
+    out: Optional[Path] = typer.Option(None, help="metrics.json path (default MODEL/metrics-SPLIT.json)"),
+    max_queries: Optional[int] = None, batch_size: int = 64,
+) -> None:
+    """Rerank-protocol metrics of a model on a split; writes metrics.json."""
+    from leanrank.bench.evaluate import evaluate_model_dir
+
+    metrics = evaluate_model_dir(model, dataset, data_dir, split, out, max_queries, batch_size)
+    for k, v in metrics["metrics"].items():
+        typer.echo(f"{k:>16}: {v}")
+
+
+@app.command("demo")
+def demo(seconds: float = typer.Option(90, help="Training time budget for the tiny teacher.")) -> None:
+    """Train a tiny teacher on the embedded synthetic catalog and compare it with BM25."""
+    from leanrank.bench.demo import run_demo
+
+    run_demo(seconds)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except LeanrankError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Length-bucketed batching: group items of similar length so padding stays small."""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+
+def length_bucketed_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    bucket_factor: int = 50,
+) -> list[list[int]]:
+    """Split ``range(len(lengths))`` into batches of indices with similar lengths.
+
+    Without shuffle: indices sorted by length, cut into consecutive batches (inference).
+    With shuffle: indices shuffled, sorted by length inside windows of
+    ``batch_size * bucket_factor``, cut into batches, and the batch order shuffled (training),
+    all driven by ``seed`` so a run is reproducible.
+
+    >>> length_bucketed_batches([5, 1, 3, 2], 2)
+    [[1, 3], [2, 0]]
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = list(range(len(lengths)))
+    if not shuffle:
+        order.sort(key=lambda i: lengths[i])
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    window = batch_size * bucket_factor
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches

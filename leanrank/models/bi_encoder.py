@@ -1,0 +1,91 @@
+"""BiEncoder: mean-pooled sentence embeddings (MiniLM-L6 by default) and a FAISS index.
+
+>>> enc = BiEncoder.from_pretrained()
+>>> index = DenseIndex.build(enc, {"p1": "cordless drill", "p2": "paint brush"})
+>>> index.search(enc.encode(["power drill"]), k=1)[0][0][0]
+'p1'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from leanrank.core.batching import length_bucketed_batches
+from leanrank.core.errors import require
+from leanrank.models.defaults import offline, resolve_model_path
+
+offline()
+
+from transformers import AutoModel, AutoTokenizer  # noqa: E402
+
+
+class BiEncoder(torch.nn.Module):
+    """Encoder + attention-masked mean pooling + L2 normalisation (sentence-transformers style)."""
+
+    def __init__(self, model, tokenizer, max_length: int = 64):
+        super().__init__()
+        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, max_length: int = 64) -> "BiEncoder":
+        path = resolve_model_path(name_or_path)
+        return cls(AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), max_length)
+
+    def forward(self, input_ids, attention_mask, **extra) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+        """Unit-norm float32 embeddings, in input order."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        out = np.empty((len(texts), self.model.config.hidden_size), dtype=np.float32)
+        for idx in length_bucketed_batches([len(t) for t in texts], batch_size):
+            enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
+                                 padding=True, return_tensors="pt")
+            out[idx] = self(**{k: v.to(device) for k, v in enc.items()}).float().cpu().numpy()
+        return out
+
+
+class DenseIndex:
+    """Exact inner-product FAISS index over unit vectors (= cosine similarity)."""
+
+    def __init__(self, ids: list[str], index):
+        self.ids, self.index = ids, index
+
+    @classmethod
+    def build(cls, encoder: BiEncoder, titles: Mapping[str, str], batch_size: int = 128) -> "DenseIndex":
+        ids = list(titles)
+        return cls.from_embeddings(ids, encoder.encode([titles[i] for i in ids], batch_size))
+
+    @classmethod
+    def from_embeddings(cls, ids: list[str], embeddings: np.ndarray) -> "DenseIndex":
+        faiss = require("faiss", "faiss-cpu")
+        index = faiss.IndexFlatIP(embeddings.shape[1])
+        index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
+        return cls(ids, index)
+
+    def search(self, query_embeddings: np.ndarray, k: int = 100) -> list[list[tuple[str, float]]]:
+        scores, rows = self.index.search(np.ascontiguousarray(query_embeddings, dtype=np.float32),
+                                         min(k, len(self.ids)))
+        return [[(self.ids[r], float(s)) for r, s in zip(rr, ss) if r >= 0] for rr, ss in zip(rows, scores)]
+
+
+class DenseScorer:
+    """Cosine similarity of query and title embeddings (the ``Scorer`` protocol)."""
+
+    def __init__(self, encoder: BiEncoder):
+        self.encoder = encoder
+
+    def score(self, queries: Sequence[str], titles: Sequence[str]) -> np.ndarray:
+        uq, ut = list(dict.fromkeys(queries)), list(dict.fromkeys(titles))
+        eq, et = self.encoder.encode(uq), self.encoder.encode(ut)
+        qi, ti = {q: i for i, q in enumerate(uq)}, {t: i for i, t in enumerate(ut)}
+        return np.einsum("ij,ij->i", eq[[qi[q] for q in queries]], et[[ti[t] for t in titles]])

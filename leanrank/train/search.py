@@ -1,0 +1,94 @@
+"""Train a search cross-encoder end to end: data → split → negatives → fit → model dir.
+
+This is what ``leanrank train search`` runs; a short script, not a framework.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from leanrank.core.io import write_json
+from leanrank.data.search import SearchDataset
+from leanrank.eval.protocol import build_rerank_tasks, evaluate_rerank, score_tasks
+from leanrank.models.bm25 import BM25Index
+from leanrank.models.cross_encoder import CrossEncoder
+from leanrank.train.examples import build_examples
+from leanrank.train.fit import TrainConfig, fit
+
+
+@dataclass(frozen=True)
+class SearchTrainSetup:
+    """What goes around ``fit``: where the model starts and which data it sees."""
+
+    init: str | None = None             # model dir, or None for MiniLM-L6
+    num_layers: int | None = None       # keep this many layers of ``init``
+    max_length: int = 48
+    bm25_negatives: int = 3
+    random_negatives: int = 1
+    valid_queries: int | None = 300     # validation subset size (None = all)
+    max_train_queries: int | None = None
+
+
+def rerank_validator(ds: SearchDataset, bm25: BM25Index, max_queries: int | None, batch_size: int = 128):
+    """A ``validate(model) -> metrics`` closure over fixed validation rerank tasks."""
+    tasks = build_rerank_tasks(ds, bm25, max_queries=max_queries)
+    rel = ds.labels.relevant_min_label - ds.labels.label_min
+
+    def validate(model: CrossEncoder) -> dict:
+        t0 = time.perf_counter()
+        scores = score_tasks(_BatchScorer(model, batch_size), tasks, ds.titles)
+        result = evaluate_rerank(tasks, scores, rel, [model.predict_labels(s) for s in scores])
+        return {**result.summary(), "seconds": round(time.perf_counter() - t0, 1)}
+
+    return validate
+
+
+class _BatchScorer:
+    def __init__(self, model: CrossEncoder, batch_size: int):
+        self.model, self.batch_size = model, batch_size
+
+    def score(self, queries, titles):
+        return self.model.score(queries, titles, batch_size=self.batch_size)
+
+
+def train_search(
+    splits: dict[str, SearchDataset],
+    out_dir: str | Path,
+    config: TrainConfig,
+    setup: SearchTrainSetup = SearchTrainSetup(),
+    resume: bool = False,
+    progress: bool = True,
+    device: str | None = None,
+    bm25: BM25Index | None = None,
+) -> tuple[CrossEncoder, dict]:
+    """Fine-tune a cross-encoder on ``splits['train']``, early-stopped on ``splits['valid']``."""
+    out = Path(out_dir)
+    train, valid = splits["train"], splits["valid"]
+    if setup.max_train_queries:
+        train = train.subset(train.queries()[: setup.max_train_queries])
+    torch.manual_seed(config.seed)
+    model = CrossEncoder.from_pretrained(setup.init, max_length=setup.max_length, num_layers=setup.num_layers)
+    model.card.label_range = (train.labels.label_min, train.labels.label_max)
+    bm25 = bm25 or BM25Index.build(train.titles)
+    examples = build_examples(train, bm25, setup.bm25_negatives, setup.random_negatives, seed=config.seed)
+    validate = rerank_validator(valid, bm25, setup.valid_queries)
+    meta = {"dataset": train.name.split(":")[0], "train_queries": len(train.queries()),
+            "train_examples": len(examples), "setup": asdict(setup)}
+    record = fit(model, examples, config, out, validate=validate, resume=resume, progress=progress,
+                 device=device, meta=meta)
+    model.card.add_step("train", config=asdict(config), setup=asdict(setup), dataset=meta["dataset"],
+                        steps=record["steps"], train_pairs_per_s=record["train_pairs_per_s"])
+    model.card.metrics = {f"valid_{k}": v for k, v in (record["history"] or [{}])[-1].items()
+                          if k.startswith(("ndcg", "mrr", "rmse"))}
+    best = [h for h in record["history"] if h["step"] == record["best_step"]]
+    if best:
+        model.card.metrics = {f"valid_{k}": v for k, v in best[0].items() if k.startswith(("ndcg", "mrr", "rmse"))}
+    if int(os.environ.get("RANK", "0")) == 0:
+        model.save(out / "model")
+        write_json(out / "run.json", record)
+    return model, record

@@ -1,0 +1,140 @@
+"""Synthetic catalog: deterministic, valid, noisy enough that lexical overlap is not the answer."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import Counter
+
+import pytest
+
+from leanrank.core.errors import LeanrankError
+from leanrank.data.search import HOMEDEPOT_LABELS
+from leanrank.data.synthetic import CATEGORIES, SyntheticConfig, make_catalog
+
+SMALL = SyntheticConfig(n_products=300, n_queries=60, n_users=40, seed=3)
+LABELS = {1.0, 1.33, 1.67, 2.0, 2.33, 2.67, 3.0}
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return make_catalog()
+
+
+def _tokens(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _ndcg(gains: list[float], k: int = 10) -> float | None:
+    def dcg(gs):
+        return sum(g / math.log2(i + 2) for i, g in enumerate(gs[:k]))
+
+    ideal = dcg(sorted(gains, reverse=True))
+    return dcg(gains) / ideal if ideal > 0 else None
+
+
+def _snapshot(cat):
+    return cat.products, cat.sessions, cat.search.judgments
+
+
+def test_deterministic_per_seed():
+    assert _snapshot(make_catalog(SMALL)) == _snapshot(make_catalog(SMALL))
+    other = make_catalog(SyntheticConfig(n_products=300, n_queries=60, n_users=40, seed=4))
+    assert other.search.queries() != make_catalog(SMALL).search.queries()
+    assert other.sessions != make_catalog(SMALL).sessions
+
+
+def test_sizes(catalog):
+    cfg = SyntheticConfig()
+    ds = catalog.search
+    assert ds.name == "synthetic" and ds.labels == HOMEDEPOT_LABELS
+    assert len(catalog.products) == cfg.n_products == len(ds.titles) == len(ds.descriptions)
+    assert len(ds.queries()) == cfg.n_queries
+    assert len(ds.judgments) == cfg.n_queries * cfg.judged_per_query
+    assert len(catalog.sessions) == cfg.n_users
+    ids = [p["id"] for p in catalog.products]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch(r"P\d{6}", i) for i in ids)
+    assert {p["category"] for p in catalog.products} == set(CATEGORIES)
+    assert len({p["brand"] for p in catalog.products}) >= 25
+    for p in catalog.products:
+        assert p["title"] and p["description"] and isinstance(p["attributes"], dict)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"n_products": 0}, {"n_queries": -1}, {"judged_per_query": 0}, {"n_users": 1.5},
+    {"seed": "x"}, {"n_queries": True}, {"n_products": 5}, {"n_products": 40, "judged_per_query": 30},
+])
+def test_config_validation(kwargs):
+    with pytest.raises(LeanrankError, match="SyntheticConfig"):
+        SyntheticConfig(**kwargs)
+
+
+def test_labels(catalog):
+    ds = catalog.search
+    assert {j.label for j in ds.judgments} <= LABELS
+    assert all(math.isclose(j.gain, j.label - 1.0) for j in ds.judgments)
+    relevant = sum(ds.is_relevant(j) for j in ds.judgments) / len(ds.judgments)
+    assert 0.4 < relevant < 0.9  # mostly on-topic, like Home Depot, with real negatives
+    per_query = ds.by_query().values()
+    assert sum(len({ds.is_relevant(j) for j in js}) == 2 for js in per_query) > 0.8 * len(per_query)
+
+
+def test_judgments_reference_catalog(catalog):
+    ds = catalog.search
+    judged = {j.product_id for j in ds.judgments}
+    assert judged <= set(ds.titles)
+    assert len(set(ds.titles) - judged) > 0  # some catalog products are never judged
+    pairs = [(j.query, j.product_id) for j in ds.judgments]
+    assert len(set(pairs)) == len(pairs)
+
+
+def test_split_is_query_level(catalog):
+    splits = catalog.search.split()
+    queries = {name: set(s.queries()) for name, s in splits.items()}
+    assert all(queries.values())
+    assert not (queries["train"] & queries["valid"] or queries["train"] & queries["test"]
+                or queries["valid"] & queries["test"])
+    assert set().union(*queries.values()) == set(catalog.search.queries())
+
+
+def test_sessions(catalog):
+    known = {p["id"]: p for p in catalog.products}
+    assert all(5 <= len(s) <= 30 and all(i in known for i in s) for s in catalog.sessions)
+    dept = {i: CATEGORIES[p["category"]].dept for i, p in known.items()}
+    pairs = [(a, b) for s in catalog.sessions for a, b in zip(s, s[1:], strict=False)]
+    same_dept = sum(dept[a] == dept[b] for a, b in pairs) / len(pairs)
+    assert same_dept > 0.6  # category affinity and co-purchases make next items predictable
+    top = Counter(i for s in catalog.sessions for i in s).most_common(1)[0][1]
+    assert top > 5 * sum(map(len, catalog.sessions)) / len(known)  # popular items exist
+
+
+def test_queries_carry_lexical_noise(catalog):
+    ds = catalog.search
+    noisy = 0
+    for q, js in ds.by_query().items():
+        relevant_words = set().union(*(_tokens(ds.titles[j.product_id]) for j in js if ds.is_relevant(j)))
+        noisy += bool(relevant_words and _tokens(q) - relevant_words)
+    assert noisy / len(ds.queries()) > 0.2
+
+
+def test_token_overlap_is_informative_but_not_perfect(catalog):
+    ds = catalog.search
+    rng = random.Random(0)
+    overlap, chance = [], []
+    for q, js in ds.by_query().items():
+        words = _tokens(q)
+        ranked = sorted(js, key=lambda j: -len(words & _tokens(ds.titles[j.product_id])))
+        score = _ndcg([j.gain for j in ranked])
+        if score is None:
+            continue
+        overlap.append(score)
+        gains = [j.gain for j in js]
+        shuffled = []
+        for _ in range(10):
+            rng.shuffle(gains)
+            shuffled.append(_ndcg(gains))
+        chance.append(sum(shuffled) / len(shuffled))
+    mean_overlap, mean_chance = sum(overlap) / len(overlap), sum(chance) / len(chance)
+    assert mean_overlap < 0.99
+    assert mean_overlap > mean_chance + 0.03
