@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,7 +20,7 @@ DataDir = typer.Option(None, "--data-dir", help="Benchmark data folder (default:
 
 
 @data_app.command("info")
-def data_info(data_dir: Optional[Path] = DataDir, dataset: str = typer.Option(
+def data_info(data_dir: Path | None = DataDir, dataset: str = typer.Option(
         "all", help="synthetic, homedepot, a relevance file, or all")) -> None:
     """Print what is found: queries, products, pairs, label distribution per split."""
     from leanrank.cli_views import print_data_info
@@ -50,18 +49,18 @@ def data_sources() -> None:
 @train_app.command("search")
 def train_search_cmd(
     dataset: str = typer.Option("synthetic", help="synthetic, homedepot or a relevance file"),
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Path | None = DataDir,
     out: Path = typer.Option(..., help="Run folder (checkpoints, run.json, tb/, model/)."),
-    init: Optional[str] = typer.Option(None, help="Start from this model dir (default MiniLM-L6)."),
-    num_layers: Optional[int] = typer.Option(None, help="Keep this many evenly spaced layers."),
+    init: str | None = typer.Option(None, help="Start from this model dir (default MiniLM-L6)."),
+    num_layers: int | None = typer.Option(None, help="Keep this many evenly spaced layers."),
     loss: str = "bce", optimizer: str = "adamw", lr: float = 5e-5, epochs: int = 1,
     batch_size: int = 32, grad_accum: int = 1,
     precision: str = typer.Option("fp32", help="fp32, bf16 (autocast) or fp16 (CUDA)"),
-    max_length: int = 48, max_steps: Optional[int] = None,
-    eval_every: Optional[int] = typer.Option(None, help="Validate every N steps (default: each epoch)."),
-    patience: int = 2, valid_queries: Optional[int] = 300, max_train_queries: Optional[int] = None,
+    max_length: int = 48, max_steps: int | None = None,
+    eval_every: int | None = typer.Option(None, help="Validate every N steps (default: each epoch)."),
+    patience: int = 2, valid_queries: int | None = 300, max_train_queries: int | None = None,
     bm25_negatives: int = 3, random_negatives: int = 1, checkpoint_every: int = 100,
-    seed: int = 0, device: Optional[str] = None,
+    seed: int = 0, device: str | None = None,
     resume: bool = typer.Option(False, "--resume", help="Continue from out/checkpoint.pt."),
 ) -> None:
     """Fine-tune a cross-encoder (runs under `torchrun --nproc_per_node N` too)."""
@@ -84,10 +83,10 @@ def train_search_cmd(
 @app.command("eval")
 def eval_cmd(
     model: Path = typer.Argument(..., help="Cross-encoder model dir."),
-    dataset: str = "synthetic", data_dir: Optional[Path] = DataDir,
+    dataset: str = "synthetic", data_dir: Path | None = DataDir,
     split: str = typer.Option("test", help="train, valid or test"),
-    out: Optional[Path] = typer.Option(None, help="metrics.json path (default MODEL/metrics-SPLIT.json)"),
-    max_queries: Optional[int] = None, batch_size: int = 64,
+    out: Path | None = typer.Option(None, help="metrics.json path (default MODEL/metrics-SPLIT.json)"),
+    max_queries: int | None = None, batch_size: int = 64,
 ) -> None:
     """Rerank-protocol metrics of a model on a split; writes metrics.json."""
     from leanrank.bench.evaluate import evaluate_model_dir
@@ -98,7 +97,7 @@ def eval_cmd(
 
 
 @app.command("demo")
-def demo(seconds: float = typer.Option(90, help="Training time budget for the tiny teacher.")) -> None:
+def demo(seconds: float = typer.Option(150, help="Training time budget for the tiny teacher.")) -> None:
     """Train a tiny teacher on the embedded synthetic catalog and compare it with BM25."""
     from leanrank.bench.demo import run_demo
 

@@ -19,9 +19,9 @@ import math
 import re
 import zipfile
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from leanrank.core.errors import DataError
 
@@ -86,7 +86,7 @@ class SearchDataset:
     def is_relevant(self, j: Judgment) -> bool:
         return j.label >= self.labels.relevant_min_label - 1e-9
 
-    def subset(self, queries: Iterable[str], name: str | None = None) -> "SearchDataset":
+    def subset(self, queries: Iterable[str], name: str | None = None) -> SearchDataset:
         """Same catalog, judgments restricted to ``queries``."""
         keep = set(queries)
         return SearchDataset(
@@ -100,7 +100,7 @@ class SearchDataset:
 
     def split(
         self, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), salt: str = "leanrank"
-    ) -> dict[str, "SearchDataset"]:
+    ) -> dict[str, SearchDataset]:
         """Deterministic query-level split by a hash of the normalised query (never by pair)."""
         if len(ratios) != 3 or any(r < 0 for r in ratios) or not math.isclose(sum(ratios), 1.0):
             raise DataError(f"split ratios must be three non-negative numbers summing to 1, got {ratios}")
@@ -135,7 +135,7 @@ def normalize_query(q: str) -> str:
 
 def split_of(query: str, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), salt: str = "leanrank") -> str:
     """Which split a query falls in; stable across runs, machines and dataset versions."""
-    digest = hashlib.sha1(f"{salt}:{normalize_query(query)}".encode("utf-8")).digest()
+    digest = hashlib.sha1(f"{salt}:{normalize_query(query)}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
     if u < ratios[0]:
         return "train"
@@ -197,13 +197,15 @@ def load_relevance(
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", str(path))
-    text = _read_text(path, encoding, member)
-    fmt = fmt or _guess_format(path, member)
+    text, inner = _read_text(path, encoding, member)
+    fmt = fmt or _guess_format(path, inner)
     rows = _iter_jsonl(text, path) if fmt == "jsonl" else _iter_delimited(text, path, fmt, columns)
     return _build(rows, path, columns, labels, name or path.stem.split(".")[0])
 
 
-def _read_text(path: Path, encoding: str, member: str | None) -> str:
+def _read_text(path: Path, encoding: str, member: str | None) -> tuple[str, str | None]:
+    """Decoded text (leading BOM dropped) and the zip member it came from (None: a plain file)."""
+    inner = None
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
@@ -217,12 +219,12 @@ def _read_text(path: Path, encoding: str, member: str | None) -> str:
     except (OSError, zipfile.BadZipFile) as exc:
         raise DataError(f"cannot read: {exc}", str(path)) from exc
     try:
-        return raw.decode(encoding)
+        return raw.decode(encoding).removeprefix("\ufeff"), inner
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise DataError(
             f"not valid {encoding} (byte 0x{raw[exc.start]:02x}); pass the right encoding, "
-            "e.g. --encoding iso-8859-1",
+            "e.g. encoding='iso-8859-1'",
             str(path), line,
         ) from exc
 
@@ -245,12 +247,19 @@ def _iter_delimited(text: str, path: Path, fmt: str, columns: Columns):
     missing = [c for c in needed if c not in header]
     if missing:
         raise DataError(f"missing column(s) {missing}; header has {header}", str(path), 1)
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit()
+            raise DataError(f"malformed {fmt.upper()}: {exc}", str(path), reader.reader.line_num) from exc
         yield reader.line_num, row
 
 
 def _iter_jsonl(text: str, path: Path):
-    for n, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines() also breaks on U+2028, U+0085, ... which JSON strings may hold
+    for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class BiEncoder(torch.nn.Module):
         self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path | None = None, max_length: int = 64) -> "BiEncoder":
+    def from_pretrained(cls, name_or_path: str | Path | None = None, max_length: int = 64) -> BiEncoder:
         path = resolve_model_path(name_or_path)
         return cls(AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), max_length)
 
@@ -61,12 +61,12 @@ class DenseIndex:
         self.ids, self.index = ids, index
 
     @classmethod
-    def build(cls, encoder: BiEncoder, titles: Mapping[str, str], batch_size: int = 128) -> "DenseIndex":
+    def build(cls, encoder: BiEncoder, titles: Mapping[str, str], batch_size: int = 128) -> DenseIndex:
         ids = list(titles)
         return cls.from_embeddings(ids, encoder.encode([titles[i] for i in ids], batch_size))
 
     @classmethod
-    def from_embeddings(cls, ids: list[str], embeddings: np.ndarray) -> "DenseIndex":
+    def from_embeddings(cls, ids: list[str], embeddings: np.ndarray) -> DenseIndex:
         faiss = require("faiss", "faiss-cpu")
         index = faiss.IndexFlatIP(embeddings.shape[1])
         index.add(np.ascontiguousarray(embeddings, dtype=np.float32))

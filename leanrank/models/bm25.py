@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -24,7 +24,7 @@ class BM25Index:
         self._pos = {pid: i for i, pid in enumerate(ids)}
 
     @classmethod
-    def build(cls, titles: Mapping[str, str], k1: float = 1.2, b: float = 0.75) -> "BM25Index":
+    def build(cls, titles: Mapping[str, str], k1: float = 1.2, b: float = 0.75) -> BM25Index:
         bm25s = require("bm25s")
         ids = list(titles)
         tokens = bm25s.tokenize([titles[i] for i in ids], stopwords="en", show_progress=False)

@@ -29,7 +29,7 @@ class ModelCard:
         write_json(Path(directory) / CARD_FILE, asdict(self))
 
     @classmethod
-    def load(cls, directory: str | Path, kind: str) -> "ModelCard":
+    def load(cls, directory: str | Path, kind: str) -> ModelCard:
         path = Path(directory) / CARD_FILE
         if not path.exists():
             return cls(kind=kind, parent=str(directory))

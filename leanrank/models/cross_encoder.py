@@ -13,8 +13,8 @@ safetensors + tokenizer) plus ``leanrank.json``; it also opens with
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ class CrossEncoder(torch.nn.Module):
         name_or_path: str | Path | None = None,
         max_length: int | None = None,
         num_layers: int | None = None,
-    ) -> "CrossEncoder":
+    ) -> CrossEncoder:
         """Load a saved cross-encoder, or start one from an encoder (default MiniLM-L6).
 
         ``num_layers`` keeps every k-th layer (evenly spaced, last one kept) for a smaller model.
@@ -93,7 +93,7 @@ class CrossEncoder(torch.nn.Module):
         return cls(model, tokenizer, card)
 
     @classmethod
-    def from_config(cls, config, tokenizer_path: str | Path | None = None) -> "CrossEncoder":
+    def from_config(cls, config, tokenizer_path: str | Path | None = None) -> CrossEncoder:
         """A randomly initialised model (tests, architecture search) with a real tokenizer."""
         config.num_labels = 1
         model = AutoModelForSequenceClassification.from_config(config)

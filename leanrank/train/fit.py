@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -25,7 +25,7 @@ from leanrank.core.io import write_json
 from leanrank.models.cross_encoder import CrossEncoder, autocast, pick_device
 from leanrank.train.batching import epoch_batches
 from leanrank.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from leanrank.train.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from leanrank.train.distributed import barrier, broadcast_object, init_distributed
 from leanrank.train.examples import PairExample
 from leanrank.train.losses import LOSSES, compute_loss
 
@@ -45,6 +45,7 @@ class TrainConfig:
     grad_accum: int = 1
     precision: str = "fp32"
     max_steps: int | None = None        # optimizer steps; caps epochs
+    max_seconds: float | None = None    # wall-clock training budget (stops like max_steps)
     eval_every: int | None = None       # optimizer steps; None = once per epoch
     patience: int = 2                   # evaluations without improvement before stopping
     metric: str = "ndcg@10"
@@ -209,7 +210,8 @@ def fit(
                 st["train_seconds"] += time.perf_counter() - t0
                 stop = evaluate()
                 t0 = time.perf_counter()
-            if stop or st["step"] >= total:
+            out_of_time = config.max_seconds and st["train_seconds"] + time.perf_counter() - t0 > config.max_seconds
+            if stop or st["step"] >= total or out_of_time:
                 stop = True
                 st["stopped_early"] = st["step"] < total
                 break
@@ -221,8 +223,14 @@ def fit(
         if st["batch"] >= len(mine):
             st["epoch"] += 1
             st["batch"] = 0
-            if not config.eval_every:
-                stop = evaluate() or stop
+            if not config.eval_every and evaluate():
+                # record the stop so run.json says so and a resumed run does not train on
+                stop = True
+                st["stopped_early"] = st["step"] < total
+        checkpoint()
+    last_eval = st["history"][-1]["step"] if st["history"] else None
+    if validate is not None and not st["stopped_early"] and last_eval != st["step"]:
+        evaluate()  # the last steps are validated too, so best-weight restore never drops them
         checkpoint()
     if bar:
         bar.stop()
@@ -270,6 +278,11 @@ class _Bar:
     def advance(self, loss: float) -> None:
         self.loss = loss if self.loss is None else 0.98 * self.loss + 0.02 * loss
         self.progress.update(self.task, advance=1, info=f"loss {self.loss:.4f}")
+        task = self.progress.tasks[0]
+        if not self.progress.console.is_terminal and task.completed % 50 == 0:  # logs, CI
+            self.progress.console.print(
+                f"step {task.completed:.0f}/{task.total:.0f} loss {self.loss:.4f} "
+                f"elapsed {task.elapsed or 0:.0f}s", highlight=False)
 
     def note(self, text: str) -> None:
         self.progress.console.print(text)

@@ -1,0 +1,42 @@
+# Setup is two commands: `make demo` and `make test`; both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.leanrank-installed
+LEANRANK_DATA ?= ../shared/data
+export LEANRANK_DATA
+export HF_HUB_OFFLINE := 1
+
+.PHONY: demo test bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/leanrank demo
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+# Real-data benchmarks (needs the teacher: `make teacher` trains it, ~1 h on 2 CPUs).
+bench: $(STAMP)
+	$(PY) -m leanrank.bench.teacher --teacher runs/teacher-homedepot/model --data-dir $(LEANRANK_DATA) \
+		--out benchmarks/results/homedepot-teacher
+
+teacher: $(STAMP)
+	$(VENV)/bin/leanrank train search --dataset homedepot --data-dir $(LEANRANK_DATA) \
+		--out runs/teacher-homedepot --epochs 1 --lr 5e-5 --eval-every 1000 --valid-queries 200 \
+		--checkpoint-every 100 --precision fp32 --resume
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check leanrank tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
