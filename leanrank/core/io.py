@@ -39,10 +39,10 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def _default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy/torch arrays of any shape, and their scalars
+        return obj.tolist()
     if hasattr(obj, "item"):
         return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -6,6 +6,13 @@ typos, partial queries) and each query judges hard negatives that share its surf
 (``drill`` vs ``Drill Bit Set``), so token overlap is informative but clearly beatable.
 Labels follow the Home Depot scale: the mean of three simulated raters on 1..3.
 
+Judgments are complete where it matters: each query judges *every* catalog product of its top
+relevance levels (all exact matches, and the one-attribute misses when they fit), at least
+``min_relevant_per_query`` of them, so the unjudged BM25 candidates that the rerank protocol
+mixes in (gain 0) are truly less relevant than any of its top ten. Intents are drawn specific
+enough (brand and attributes) for that to stay small. ``SyntheticCatalog.oracle_score`` exposes
+the hidden relevance: the ceiling a ranker that understands the queries can reach.
+
 >>> cat = make_catalog(SyntheticConfig(n_products=200, n_queries=20, n_users=10))
 >>> len(cat.products), len(cat.search.queries()), len(cat.sessions)
 (200, 20, 10)
@@ -19,7 +26,8 @@ import itertools
 import random
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 from leanrank.core.errors import LeanrankError
 from leanrank.data.search import HOMEDEPOT_LABELS, Judgment, SearchDataset
@@ -170,6 +178,7 @@ CO_PURCHASE: dict[str, tuple[str, ...]] = {
 USER_CATEGORIES = ("drill", "faucet", "paint", "ceiling_fan", "light_bulb", "rug", "sofa", "lawn_mower",
                    "refrigerator")
 STANDALONE_ATTRS = ("finish", "color", "color_temp", "material")  # may form a query on their own
+RELEVANT_SCORE = 2.4  # latent score of a one-attribute miss: the least relevant product a query judges
 # (pattern, alternatives) rewrites of attribute values as shoppers type them.
 _UNIT_VARIANTS = [
     (r"(\d+)w equivalent", (r"\1w", r"\1 watt", r"\1 watt equivalent")),
@@ -191,13 +200,18 @@ class SyntheticConfig:
     """Sizes and seed of a synthetic catalog; the same config always gives the same data."""
 
     n_products: int = 3000
-    n_queries: int = 600
-    judged_per_query: int = 8  # judged products per query (graded)
+    n_queries: int = 660  # about 10% of queries land in the test split
+    judged_per_query: int = 6  # judged per query besides its relevant ones: near misses, negatives
     n_users: int = 1000  # sessions for recommendation
     seed: int = 0
+    # Every product relevant to a query (latent score >= RELEVANT_SCORE) is judged, so the rerank
+    # protocol's unjudged candidates are true negatives; intents are kept to those with this many.
+    min_relevant_per_query: int = 8
+    max_relevant_per_query: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("n_products", "n_queries", "judged_per_query", "n_users", "seed"):
+        for name in ("n_products", "n_queries", "judged_per_query", "n_users", "seed",
+                     "min_relevant_per_query", "max_relevant_per_query"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or (name != "seed" and value < 1):
                 kind = "an integer" if name == "seed" else "a positive integer"
@@ -208,6 +222,9 @@ class SyntheticConfig:
         if self.judged_per_query > self.n_products // 2:
             raise LeanrankError(f"SyntheticConfig.judged_per_query ({self.judged_per_query}) must be at "
                                 f"most half of n_products ({self.n_products})")
+        if self.min_relevant_per_query > self.max_relevant_per_query:
+            raise LeanrankError(f"SyntheticConfig.min_relevant_per_query ({self.min_relevant_per_query}) must "
+                                f"be at most max_relevant_per_query ({self.max_relevant_per_query})")
 
 
 @dataclass
@@ -217,12 +234,28 @@ class SyntheticCatalog:
     search: SearchDataset
     products: list[dict]  # id, title, brand, category, attributes, description
     sessions: list[list[str]]  # per user, product ids in chronological order
+    # query -> its hidden intent: (category, brand or None, {attribute: value}, attribute_only)
+    intents: dict[str, tuple] = field(default_factory=dict)
+
+    @cached_property
+    def _by_id(self) -> dict[str, dict]:
+        return {p["id"]: p for p in self.products}
+
+    def oracle_score(self, query: str, product_id: str) -> float:
+        """The generator's latent relevance (1..3) of a product to a query: the ranking ceiling.
+
+        It ranks by the hidden intent, so it sees through synonyms and typos and knows the hard
+        negatives; only rater noise and ties keep its NDCG below 1.
+        """
+        if query not in self.intents or product_id not in self._by_id:
+            raise LeanrankError(f"no synthetic intent for query {query!r} or no product {product_id!r}")
+        return _score(self._by_id[product_id], self.intents[query])
 
 
 def make_catalog(config: SyntheticConfig = SyntheticConfig()) -> SyntheticCatalog:
     """Build the catalog, queries with graded judgments, and sessions from ``config.seed``."""
     products, judgeable = _make_products(config.n_products, random.Random(f"{config.seed}:products"))
-    judgments = _make_judgments(products, judgeable, config, random.Random(f"{config.seed}:queries"))
+    judgments, intents = _make_judgments(products, judgeable, config, random.Random(f"{config.seed}:queries"))
     sessions = _make_sessions(products, config.n_users, random.Random(f"{config.seed}:sessions"))
     judged = {j.product_id for j in judgments}
     search = SearchDataset(
@@ -234,7 +267,7 @@ def make_catalog(config: SyntheticConfig = SyntheticConfig()) -> SyntheticCatalo
         report={"generator": "leanrank.data.synthetic", "config": asdict(config),
                 "never_judged_products": len(products) - len(judged)},
     )
-    return SyntheticCatalog(search=search, products=products, sessions=sessions)
+    return SyntheticCatalog(search=search, products=products, sessions=sessions, intents=intents)
 
 
 def _tokens(text: str) -> list[str]:
@@ -292,7 +325,8 @@ def _rate(score: float, rng: random.Random) -> float:
 
 
 def _intent(p: dict, rng: random.Random) -> tuple:
-    kind = rng.choices(("cat", "brand_cat", "cat_attr", "brand_cat_attr", "attr"), (15, 25, 27, 23, 10))[0]
+    # Broad kinds are rare: a big catalog has too many exact matches to judge them all (_relevant).
+    kind = rng.choices(("cat", "brand_cat", "cat_attr", "brand_cat_attr", "attr"), (3, 12, 30, 45, 10))[0]
     attrs = p["attributes"]
     standalone = [a for a in STANDALONE_ATTRS if a in attrs]
     if kind == "attr" and standalone:
@@ -342,9 +376,17 @@ def _render(intent: tuple, rng: random.Random) -> str:
 
 
 def _make_judgments(products: list[dict], judgeable: list[int], config: SyntheticConfig,
-                    rng: random.Random) -> list[Judgment]:
-    index: dict[str, dict[str, list[int]]] = {"cat": defaultdict(list), "value": defaultdict(list),
-                                              "token": defaultdict(list)}
+                    rng: random.Random) -> tuple[list[Judgment], dict[str, tuple]]:
+    index: dict[str, dict] = {"cat": defaultdict(list), "value": defaultdict(list), "token": defaultdict(list),
+                              "all_cat": defaultdict(list), "all_value": defaultdict(list),
+                              "facet": defaultdict(lambda: defaultdict(set))}
+    for i, p in enumerate(products):  # every product, judgeable or not, for the relevant sets
+        index["all_cat"][p["category"]].append(i)
+        index["facet"][p["category"]][None, p["brand"]].add(i)
+        for a, v in p["attributes"].items():
+            index["facet"][p["category"]][a, v].add(i)
+        for v in dict.fromkeys(p["attributes"].values()):
+            index["all_value"][v].append(i)
     for i in judgeable:
         p = products[i]
         index["cat"][p["category"]].append(i)
@@ -352,24 +394,32 @@ def _make_judgments(products: list[dict], judgeable: list[int], config: Syntheti
             index["value"][v].append(i)
         for t in dict.fromkeys(_tokens(p["title"])):
             index["token"][t].append(i)
-    k = min(config.judged_per_query, len(judgeable))
     judgments: list[Judgment] = []
-    seen: set[str] = set()
+    intents: dict[str, tuple] = {}
+    bounds = (config.min_relevant_per_query, config.max_relevant_per_query)
     for _ in range(config.n_queries * 50):
-        if len(seen) == config.n_queries:
+        if len(intents) == config.n_queries:
             break
         seed = rng.choice(judgeable)
         intent = _intent(products[seed], rng)
-        query = _render(intent, rng)
-        if not query or query in seen:
+        relevant = _relevant(intent, products, index, *bounds)
+        if relevant is None:
             continue
-        seen.add(query)
-        for i in _candidates(intent, seed, query, products, judgeable, index, k, rng):
+        query = _render(intent, rng)
+        if not query or query in intents:
+            continue
+        intents[query] = intent
+        judged = relevant + _negatives(intent, relevant, query, products, judgeable, index,
+                                       config.judged_per_query, rng)
+        rng.shuffle(judged)
+        for i in judged:
             label = _rate(_score(products[i], intent), rng)
             judgments.append(Judgment(query, products[i]["id"], label, HOMEDEPOT_LABELS.gain(label)))
-    if len(seen) < config.n_queries:
-        raise LeanrankError(f"could only make {len(seen)} distinct queries; lower n_queries")
-    return judgments
+    if len(intents) < config.n_queries:
+        raise LeanrankError(f"could only make {len(intents)} distinct queries with "
+                            f"{bounds[0]}..{bounds[1]} relevant products each; lower n_queries or "
+                            f"min_relevant_per_query, or raise n_products or max_relevant_per_query")
+    return judgments, intents
 
 
 def _window(pool: list[int], n: int, rng: random.Random) -> list[int]:
@@ -380,40 +430,75 @@ def _window(pool: list[int], n: int, rng: random.Random) -> list[int]:
     return pool[start:start + n]
 
 
-def _candidates(intent: tuple, seed: int, query: str, products: list[dict], judgeable: list[int],
-                index: dict, k: int, rng: random.Random) -> list[int]:
-    """A Home Depot-like judged set: mostly on-topic, plus hard and lexical negatives."""
+def _relevant(intent: tuple, products: list[dict], index: dict, lo: int, hi: int) -> list[int] | None:
+    """The products a query must judge: whole relevance levels, best first, as many as ``hi`` allows.
+
+    Levels are latent scores >= RELEVANT_SCORE (exact matches, then one-attribute misses). Judging
+    every product of a level means no unjudged candidate of the rerank protocol outranks a judged
+    one for a ranker that understands the query. None when fewer than ``lo`` fit: the intent is too
+    broad (its exact matches alone exceed ``hi``) or too narrow.
+    """
+    cat, brand, attrs, attr_only = intent
+    if attr_only:
+        pool = list(dict.fromkeys(index["all_cat"][cat] + index["all_value"][next(iter(attrs.values()))]))
+        by_score: dict[float, list[int]] = defaultdict(list)
+        for i in pool:
+            score = _score(products[i], intent)
+            if score >= RELEVANT_SCORE:
+                by_score[score].append(i)
+        levels = [by_score[s] for s in sorted(by_score, reverse=True)]
+        if sum(map(len, levels)) > hi:
+            return None  # the query does not name the category, so its levels are near ties: judge all
+    else:  # same category, matching every named facet (3.0) or all but one (2.4), as in _score
+        facets = index["facet"][cat]
+        named = [facets[a, v] for a, v in attrs.items()] + ([facets[None, brand]] if brand else [])
+        exact = set.intersection(*named) if named else set(index["all_cat"][cat])
+        if len(exact) > hi:
+            return None
+        partial = set().union(*(set.intersection(*rest) if (rest := named[:j] + named[j + 1:])
+                                else set(index["all_cat"][cat]) for j in range(len(named)))) - exact
+        levels = [sorted(exact), sorted(partial)]
+    chosen: list[int] = []
+    for level in levels:
+        if len(chosen) + len(level) > hi:
+            break
+        chosen += level
+    return chosen if len(chosen) >= lo else None
+
+
+def _negatives(intent: tuple, relevant: list[int], query: str, products: list[dict], judgeable: list[int],
+               index: dict, k: int, rng: random.Random) -> list[int]:
+    """``k`` more judged products, Home Depot-like: near misses, hard and lexical negatives."""
     cat, brand, attrs, attr_only = intent
     dept, by_cat, n = CATEGORIES[cat].dept, index["cat"], max(300, 4 * k)
-    exact, partial = [seed], []  # the product the intent came from always matches it
-    for i in _window(by_cat[cat], n, rng):
-        if i != seed:
-            (exact if _score(products[i], intent) >= 3.0 else partial).append(i)
+    taken = set(relevant)
+    near = [i for i in _window(by_cat[cat], n, rng) if i not in taken]  # same category, lower level
     lexical = list(dict.fromkeys(
         i for t in _tokens(query) if t not in _STOP for i in _window(index["token"].get(t, []), n, rng)
         if CATEGORIES[products[i]["category"]].dept != dept))
     if attr_only:
         value = next(iter(attrs.values()))
-        elsewhere = [i for i in _window(index["value"][value], n, rng) if products[i]["category"] != cat]
-        plan = [(exact, 0.35), (elsewhere, 0.2), (partial, 0.3), (lexical, 0.15)]
+        elsewhere = [i for i in _window(index["value"][value], n, rng)
+                     if products[i]["category"] != cat and i not in taken]
+        plan = [(near, 0.45), (elsewhere, 0.3), (lexical, 0.25)]
     else:
         hard = [i for h in HARD_NEGATIVES.get(cat, ()) for i in _window(by_cat[h], n, rng)]
         hard_brand = [i for i in hard if products[i]["brand"] == brand]
         related = [i for c, ids in by_cat.items() if c != cat and CATEGORIES[c].dept == dept
                    and c not in HARD_NEGATIVES.get(cat, ()) for i in _window(ids, n, rng)]
-        plan = [(exact, 0.3), (partial, 0.25), (hard_brand, 0.15), (hard, 0.1), (related, 0.1),
-                (lexical, 0.1)]
+        plan = [(near, 0.3), (hard_brand, 0.2), (hard, 0.15), (related, 0.15), (lexical, 0.2)]
+    k = min(k, len(judgeable) - len(taken))  # at most what is left
     chosen: dict[int, None] = {}
     for pool, share in plan + [(pool, 1.0) for pool, _ in plan]:  # second pass fills any shortfall
         want = min(k - len(chosen), max(1, round(share * k)))
         if want:
-            fresh = [i for i in pool if i not in chosen]
+            fresh = [i for i in pool if i not in chosen and i not in taken]
             chosen.update(dict.fromkeys(rng.sample(fresh, min(want, len(fresh)))))
     while len(chosen) < k:
-        chosen.setdefault(rng.choice(judgeable))
-    out = list(chosen)
-    rng.shuffle(out)
-    return out
+        i = rng.choice(judgeable)
+        if i not in taken:
+            chosen.setdefault(i)
+    return list(chosen)
 
 
 def _make_sessions(products: list[dict], n_users: int, rng: random.Random) -> list[list[str]]:

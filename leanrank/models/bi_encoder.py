@@ -16,11 +16,13 @@ import torch
 
 from leanrank.core.batching import length_bucketed_batches
 from leanrank.core.errors import require
-from leanrank.models.defaults import offline, resolve_model_path
+from leanrank.models.defaults import offline, quiet_transformers, resolve_model_path
 
 offline()
 
 from transformers import AutoModel, AutoTokenizer  # noqa: E402
+
+quiet_transformers()
 
 
 class BiEncoder(torch.nn.Module):
@@ -79,13 +81,22 @@ class DenseIndex:
 
 
 class DenseScorer:
-    """Cosine similarity of query and title embeddings (the ``Scorer`` protocol)."""
+    """Cosine similarity of query and title embeddings (the ``Scorer`` protocol).
 
-    def __init__(self, encoder: BiEncoder):
+    ``title_cache`` (title → embedding, e.g. the catalog encoded once for the index) skips
+    re-encoding known titles.
+    """
+
+    def __init__(self, encoder: BiEncoder, title_cache: dict[str, np.ndarray] | None = None):
         self.encoder = encoder
+        self.title_cache = title_cache or {}
 
     def score(self, queries: Sequence[str], titles: Sequence[str]) -> np.ndarray:
-        uq, ut = list(dict.fromkeys(queries)), list(dict.fromkeys(titles))
-        eq, et = self.encoder.encode(uq), self.encoder.encode(ut)
-        qi, ti = {q: i for i, q in enumerate(uq)}, {t: i for i, t in enumerate(ut)}
-        return np.einsum("ij,ij->i", eq[[qi[q] for q in queries]], et[[ti[t] for t in titles]])
+        uq = list(dict.fromkeys(queries))
+        new = [t for t in dict.fromkeys(titles) if t not in self.title_cache]
+        eq = self.encoder.encode(uq)
+        known = dict(self.title_cache)
+        known.update(zip(new, self.encoder.encode(new))) if new else None
+        qi = {q: i for i, q in enumerate(uq)}
+        et = np.stack([known[t] for t in titles]) if titles else np.zeros((0, eq.shape[1]), np.float32)
+        return np.einsum("ij,ij->i", eq[[qi[q] for q in queries]], et)

@@ -22,7 +22,7 @@ import torch
 from leanrank.core.batching import length_bucketed_batches
 from leanrank.core.errors import LeanrankError
 from leanrank.models.card import ModelCard
-from leanrank.models.defaults import offline, resolve_model_path
+from leanrank.models.defaults import offline, quiet_transformers, resolve_model_path
 
 offline()
 
@@ -32,6 +32,8 @@ from transformers import (  # noqa: E402  (offline() must run before transformer
     AutoTokenizer,
     PreTrainedModel,
 )
+
+quiet_transformers()
 
 
 def pick_device(device: str | None = None) -> torch.device:

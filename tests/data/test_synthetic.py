@@ -7,11 +7,15 @@ import random
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from leanrank.core.errors import LeanrankError
 from leanrank.data.search import HOMEDEPOT_LABELS
-from leanrank.data.synthetic import CATEGORIES, SyntheticConfig, make_catalog
+from leanrank.data.synthetic import CATEGORIES, RELEVANT_SCORE, SyntheticConfig, make_catalog
+from leanrank.eval.baselines import RandomScorer
+from leanrank.eval.protocol import build_rerank_tasks, evaluate_rerank, score_tasks
+from leanrank.models.bm25 import BM25Index, BM25Scorer
 
 SMALL = SyntheticConfig(n_products=300, n_queries=60, n_users=40, seed=3)
 LABELS = {1.0, 1.33, 1.67, 2.0, 2.33, 2.67, 3.0}
@@ -51,7 +55,12 @@ def test_sizes(catalog):
     assert ds.name == "synthetic" and ds.labels == HOMEDEPOT_LABELS
     assert len(catalog.products) == cfg.n_products == len(ds.titles) == len(ds.descriptions)
     assert len(ds.queries()) == cfg.n_queries
-    assert len(ds.judgments) == cfg.n_queries * cfg.judged_per_query
+    # every relevant product plus judged_per_query others; small enough for the demo's training epoch
+    low, high = cfg.min_relevant_per_query, cfg.max_relevant_per_query
+    assert all(low + cfg.judged_per_query <= len(js) <= high + cfg.judged_per_query
+               for js in ds.by_query().values())
+    assert len(ds.judgments) <= 12_000
+    assert len(ds.split()["test"].queries()) >= 60
     assert len(catalog.sessions) == cfg.n_users
     ids = [p["id"] for p in catalog.products]
     assert len(set(ids)) == len(ids) and all(re.fullmatch(r"P\d{6}", i) for i in ids)
@@ -64,6 +73,7 @@ def test_sizes(catalog):
 @pytest.mark.parametrize("kwargs", [
     {"n_products": 0}, {"n_queries": -1}, {"judged_per_query": 0}, {"n_users": 1.5},
     {"seed": "x"}, {"n_queries": True}, {"n_products": 5}, {"n_products": 40, "judged_per_query": 30},
+    {"min_relevant_per_query": 0}, {"min_relevant_per_query": 9, "max_relevant_per_query": 8},
 ])
 def test_config_validation(kwargs):
     with pytest.raises(LeanrankError, match="SyntheticConfig"):
@@ -138,3 +148,50 @@ def test_token_overlap_is_informative_but_not_perfect(catalog):
     mean_overlap, mean_chance = sum(overlap) / len(overlap), sum(chance) / len(chance)
     assert mean_overlap < 0.99
     assert mean_overlap > mean_chance + 0.03
+
+
+def test_small_catalog_that_cannot_fill_queries_fails_clearly():
+    with pytest.raises(LeanrankError, match="distinct queries"):
+        make_catalog(SyntheticConfig(n_products=40, n_queries=10, min_relevant_per_query=30,
+                                     max_relevant_per_query=40))
+
+
+def test_oracle_score(catalog):
+    q = catalog.search.queries()[0]
+    judged = catalog.search.by_query()[q]
+    scores = [catalog.oracle_score(q, j.product_id) for j in judged]
+    assert all(1.0 <= s <= 3.0 for s in scores) and max(scores) == 3.0  # the seed product matches
+    assert set(catalog.intents) == set(catalog.search.queries())
+    with pytest.raises(LeanrankError, match="no synthetic intent"):
+        catalog.oracle_score("no such query", judged[0].product_id)
+
+
+def test_top_relevance_levels_are_fully_judged(catalog):
+    """No unjudged product outranks a query's min_relevant-th best judged one: the protocol is fair."""
+    cfg = SyntheticConfig()
+    ids = [p["id"] for p in catalog.products]
+    for q, js in catalog.search.split()["test"].by_query().items():
+        judged = {j.product_id for j in js}
+        relevant = sorted((catalog.oracle_score(q, p) for p in judged), reverse=True)
+        assert sum(s >= RELEVANT_SCORE for s in relevant) >= cfg.min_relevant_per_query
+        floor = relevant[cfg.min_relevant_per_query - 1]
+        assert all(p in judged for p in ids if catalog.oracle_score(q, p) >= floor), q
+
+
+def test_rerank_protocol_rewards_understanding_over_bm25(catalog):
+    """The hidden-intent oracle sets a high ceiling on the rerank protocol; BM25 stays well below it."""
+    ds = catalog.search
+    test = ds.split()["test"]
+    bm25 = BM25Index.build(ds.titles)
+    tasks = build_rerank_tasks(test, bm25)
+    assert len(tasks) >= 60
+
+    def ndcg(scores):
+        return evaluate_rerank(tasks, scores, relevant_min_gain=1.33).full.mean["ndcg@10"]
+
+    oracle = ndcg([np.array([catalog.oracle_score(t.query, p) for p in t.product_ids]) for t in tasks])
+    lexical = ndcg(score_tasks(BM25Scorer(bm25, ds.titles), tasks, ds.titles))
+    chance = ndcg(score_tasks(RandomScorer(0), tasks, ds.titles))
+    assert oracle >= 0.85
+    assert oracle - lexical >= 0.2
+    assert chance < 0.25 < lexical
