@@ -30,7 +30,8 @@ bench: $(STAMP)
 teacher: $(STAMP)
 	$(VENV)/bin/leanrank train search --dataset homedepot --data-dir $(LEANRANK_DATA) \
 		--out runs/teacher-homedepot --epochs 1 --lr 5e-5 --eval-every 1000 --valid-queries 200 \
-		--checkpoint-every 100 --precision fp32 --resume
+		--checkpoint-every 100 --precision fp32 --max-steps 2200 --resume
+	$(VENV)/bin/leanrank train calibrate runs/teacher-homedepot/model --dataset homedepot --data-dir $(LEANRANK_DATA)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

@@ -52,7 +52,8 @@ def train_search_cmd(
     data_dir: Path | None = DataDir,
     out: Path = typer.Option(..., help="Run folder (checkpoints, run.json, tb/, model/)."),
     init: str | None = typer.Option(None, help="Start from this model dir (default MiniLM-L6)."),
-    num_layers: int | None = typer.Option(None, help="Keep this many evenly spaced layers."),
+    num_layers: int | None = typer.Option(None, help="Keep this many layers of the encoder."),
+    layer_pick: str = typer.Option("spread", help="spread (every k-th, last kept) or first"),
     loss: str = "bce", optimizer: str = "adamw", lr: float = 5e-5, epochs: int = 1,
     batch_size: int = 32, grad_accum: int = 1,
     precision: str = typer.Option("fp32", help="fp32, bf16 (autocast) or fp16 (CUDA)"),
@@ -72,12 +73,29 @@ def train_search_cmd(
                          grad_accum=grad_accum, precision=precision, max_steps=max_steps,
                          eval_every=eval_every, patience=patience, checkpoint_every=checkpoint_every,
                          seed=seed)
-    setup = SearchTrainSetup(init=init, num_layers=num_layers, max_length=max_length,
+    setup = SearchTrainSetup(init=init, num_layers=num_layers, layer_pick=layer_pick, max_length=max_length,
                              bm25_negatives=bm25_negatives, random_negatives=random_negatives,
                              valid_queries=valid_queries, max_train_queries=max_train_queries)
     splits = load_search_dataset(dataset, data_dir).split()
     _, record = train_search(splits, out, config, setup, resume=resume, device=device)
     typer.echo(f"model: {out / 'model'}  best valid {config.metric}: {record.get('best_' + config.metric)}")
+
+
+@train_app.command("calibrate")
+def train_calibrate_cmd(
+    model: Path = typer.Argument(..., help="Cross-encoder model dir (updated in place, atomically)."),
+    dataset: str = "synthetic", data_dir: Path | None = DataDir,
+) -> None:
+    """Fit the logit → label map on the validation split's judged pairs (used for RMSE)."""
+    from leanrank.data.registry import load_search_dataset
+    from leanrank.models.cross_encoder import CrossEncoder
+    from leanrank.train.calibrate import calibrate_
+
+    ce = CrossEncoder.from_pretrained(model)
+    cal = calibrate_(ce, load_search_dataset(dataset, data_dir).split()["valid"])
+    ce.save(model)
+    typer.echo(f"calibrated on {cal['pairs']} validation pairs: RMSE {cal['rmse_before']:.4f} -> "
+               f"{cal['rmse_after']:.4f} (a={cal['a']:.3f}, b={cal['b']:.3f})")
 
 
 @app.command("eval")
@@ -97,11 +115,14 @@ def eval_cmd(
 
 
 @app.command("demo")
-def demo(seconds: float = typer.Option(150, help="Training time budget for the tiny teacher.")) -> None:
-    """Train a tiny teacher on the embedded synthetic catalog and compare it with BM25."""
+def demo(
+    steps: int = typer.Option(200, help="Training steps (batches of 32 pairs)."),
+    seconds: float = typer.Option(240, help="Stop training earlier if this many seconds pass."),
+) -> None:
+    """Fine-tune a small teacher on the embedded synthetic catalog and compare it with BM25."""
     from leanrank.bench.demo import run_demo
 
-    run_demo(seconds)
+    run_demo(seconds, steps)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """``leanrank demo``: the whole foundation on the embedded synthetic catalog, in a few minutes.
 
-Builds the seeded catalog, trains a tiny teacher (2 of MiniLM-L6's layers), evaluates it
+Builds the seeded catalog, fine-tunes a small teacher (MiniLM-L6, 200 steps), evaluates it
 against random, BM25 and the zero-shot bi-encoder on the test split's rerank protocol, and prints
 a table. Needs no data folder and no network.
 """
@@ -25,7 +25,8 @@ from leanrank.train.fit import TrainConfig
 from leanrank.train.search import SearchTrainSetup, train_search
 
 
-def run_demo(seconds: float = 150, out_dir: str | Path = "runs/demo", console: Console | None = None) -> list[dict]:
+def run_demo(seconds: float = 240, steps: int = 200, out_dir: str | Path = "runs/demo",
+             console: Console | None = None) -> list[dict]:
     console = console or Console()
     t0 = time.perf_counter()
     torch.manual_seed(0)
@@ -35,10 +36,12 @@ def run_demo(seconds: float = 150, out_dir: str | Path = "runs/demo", console: C
     console.print(f"synthetic catalog: {len(ds.titles)} products, {len(ds.queries())} queries, "
                   f"{len(ds.judgments)} judged pairs; sessions for {len(catalog.sessions)} users")
     bm25 = BM25Index.build(ds.titles)
-    config = TrainConfig(epochs=2, lr=1e-4, batch_size=32, eval_every=None, patience=2,
-                         max_seconds=seconds, checkpoint_every=1000)
-    setup = SearchTrainSetup(num_layers=2, max_length=32, valid_queries=None, bm25_negatives=3)
-    console.print(f"training a tiny teacher (MiniLM-L6 cut to 2 layers, ≤ {seconds:.0f} s) ...")
+    # Full MiniLM-L6, short pairs, ~200 steps: probed at lr 8e-5, validation NDCG@10 passed BM25
+    # between 75 and 150 steps (cutting the model to 2 layers learned far slower).
+    config = TrainConfig(epochs=1, max_steps=steps, lr=8e-5, batch_size=32, max_seconds=seconds,
+                         checkpoint_every=10_000)
+    setup = SearchTrainSetup(max_length=32, valid_queries=30, bm25_negatives=3)
+    console.print(f"training a small teacher (MiniLM-L6, {steps} steps of 32 pairs, ≤ {seconds:.0f} s) ...")
     teacher, record = train_search(splits, out_dir, config, setup, bm25=bm25, progress=True)
     test = splits["test"]
     tasks = build_rerank_tasks(test, bm25)
@@ -50,7 +53,7 @@ def run_demo(seconds: float = 150, out_dir: str | Path = "runs/demo", console: C
     scorers = [("random", "baseline", RandomScorer(0), None),
                ("bm25", "baseline", BM25Scorer(bm25, ds.titles), None),
                ("dense-minilm-zeroshot", "baseline", DenseScorer(BiEncoder.from_pretrained()), None),
-               ("tiny-teacher", "teacher", TeacherScorer(), teacher.predict_labels)]
+               ("teacher-minilm-l6", "teacher", TeacherScorer(), teacher.predict_labels)]
     rows = []
     pairs = [(t.query, ds.titles[p]) for t in tasks[:8] for p in t.product_ids][:512]
     for name, role, scorer, label_fn in scorers:
@@ -68,7 +71,7 @@ def run_demo(seconds: float = 150, out_dir: str | Path = "runs/demo", console: C
     console.print(table)
     best = max(rows[1:3], key=lambda r: r["ndcg@10"])
     gain = rows[-1]["ndcg@10"] - best["ndcg@10"]
-    console.print(f"tiny teacher vs {best['name']}: {gain:+.3f} NDCG@10 "
+    console.print(f"teacher vs {best['name']}: {gain:+.3f} NDCG@10 "
                   f"({record['steps']} steps, {record['train_pairs_per_s']:.0f} train pairs/s); "
                   f"model saved in {Path(out_dir) / 'model'}; total {time.perf_counter() - t0:.0f} s")
     return rows

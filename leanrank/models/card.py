@@ -20,6 +20,7 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     max_length: int = 48
     label_range: tuple[float, float] = (1.0, 3.0)     # sigmoid(score) maps onto this range
+    calibration: dict | None = None                   # {"a", "b"}: sigmoid(a * score + b)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def add_step(self, step: str, **info) -> None:

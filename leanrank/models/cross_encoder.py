@@ -73,10 +73,14 @@ class CrossEncoder(torch.nn.Module):
         name_or_path: str | Path | None = None,
         max_length: int | None = None,
         num_layers: int | None = None,
+        layer_pick: str = "spread",
     ) -> CrossEncoder:
         """Load a saved cross-encoder, or start one from an encoder (default MiniLM-L6).
 
-        ``num_layers`` keeps every k-th layer (evenly spaced, last one kept) for a smaller model.
+        ``num_layers`` keeps that many layers for a smaller model: evenly spaced with the last
+        kept (``layer_pick="spread"``, the usual start for a distilled student) or the bottom
+        ones (``"first"``, whose layers still read each other's outputs: better for plain
+        fine-tuning).
         """
         path = resolve_model_path(name_or_path)
         config = AutoConfig.from_pretrained(path)
@@ -88,8 +92,8 @@ class CrossEncoder(torch.nn.Module):
         if fresh:
             card = ModelCard(kind="cross-encoder", parent=str(name_or_path or "minilm-l6"))
         if num_layers is not None:
-            keep_layers(model, num_layers)
-            card.add_step("truncate", num_layers=num_layers)
+            kept = keep_layers(model, num_layers, layer_pick)
+            card.add_step("truncate", num_layers=num_layers, kept=kept)
         if max_length is not None:
             card.max_length = max_length
         return cls(model, tokenizer, card)
@@ -175,20 +179,27 @@ class CrossEncoder(torch.nn.Module):
         return out
 
     def predict_labels(self, logits: np.ndarray) -> np.ndarray:
-        """Map logits onto the label scale of training (e.g. 1..3 for Home Depot)."""
+        """Map logits onto the label scale of training (e.g. 1..3 for Home Depot), through the
+        calibration fitted on validation when the card has one."""
         lo, hi = self.card.label_range
-        return lo + (hi - lo) / (1.0 + np.exp(-logits))
+        cal = self.card.calibration or {"a": 1.0, "b": 0.0}
+        return lo + (hi - lo) / (1.0 + np.exp(-(cal["a"] * logits + cal["b"])))
 
 
-def keep_layers(model: PreTrainedModel, num_layers: int) -> list[int]:
-    """Keep ``num_layers`` evenly spaced encoder layers (always the last); returns kept ids."""
+def keep_layers(model: PreTrainedModel, num_layers: int, pick: str = "spread") -> list[int]:
+    """Keep ``num_layers`` encoder layers: evenly spaced with the last (``spread``) or the
+    bottom ones (``first``); returns the kept layer ids."""
     layers = _encoder_layers(model)
     n = len(layers)
     if not 1 <= num_layers <= n:
         raise LeanrankError(f"num_layers must be in 1..{n}, got {num_layers}")
+    if pick not in ("spread", "first"):
+        raise LeanrankError(f"layer pick must be 'spread' or 'first', got {pick!r}")
     keep = sorted({round(n - 1 - i * (n - 1) / max(num_layers - 1, 1)) for i in range(num_layers)})
     if num_layers == 1:
         keep = [n - 1]
+    if pick == "first":
+        keep = list(range(num_layers))
     new = torch.nn.ModuleList([layers[i] for i in keep])
     _set_encoder_layers(model, new)
     model.config.num_hidden_layers = len(keep)

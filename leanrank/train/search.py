@@ -17,6 +17,7 @@ from leanrank.data.search import SearchDataset
 from leanrank.eval.protocol import build_rerank_tasks, evaluate_rerank, score_tasks
 from leanrank.models.bm25 import BM25Index
 from leanrank.models.cross_encoder import CrossEncoder
+from leanrank.train.calibrate import calibrate_
 from leanrank.train.examples import build_examples
 from leanrank.train.fit import TrainConfig, fit
 
@@ -27,11 +28,13 @@ class SearchTrainSetup:
 
     init: str | None = None             # model dir, or None for MiniLM-L6
     num_layers: int | None = None       # keep this many layers of ``init``
+    layer_pick: str = "spread"          # which layers: "spread" (every k-th) or "first"
     max_length: int = 48
     bm25_negatives: int = 3
     random_negatives: int = 1
     valid_queries: int | None = 300     # validation subset size (None = all)
     max_train_queries: int | None = None
+    calibrate: bool = True              # fit the logit → label map on validation pairs
 
 
 def rerank_validator(ds: SearchDataset, bm25: BM25Index, max_queries: int | None, batch_size: int = 128):
@@ -72,7 +75,8 @@ def train_search(
     if setup.max_train_queries:
         train = train.subset(train.queries()[: setup.max_train_queries])
     torch.manual_seed(config.seed)
-    model = CrossEncoder.from_pretrained(setup.init, max_length=setup.max_length, num_layers=setup.num_layers)
+    model = CrossEncoder.from_pretrained(setup.init, max_length=setup.max_length, num_layers=setup.num_layers,
+                                         layer_pick=setup.layer_pick)
     model.card.label_range = (train.labels.label_min, train.labels.label_max)
     bm25 = bm25 or BM25Index.build(train.titles)
     examples = build_examples(train, bm25, setup.bm25_negatives, setup.random_negatives, seed=config.seed)
@@ -89,6 +93,8 @@ def train_search(
     if best:
         model.card.metrics = {f"valid_{k}": v for k, v in best[0].items() if k.startswith(("ndcg", "mrr", "rmse"))}
     if int(os.environ.get("RANK", "0")) == 0:
+        if setup.calibrate:
+            calibrate_(model, valid)
         model.save(out / "model")
         write_json(out / "run.json", record)
     return model, record

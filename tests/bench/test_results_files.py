@@ -1,0 +1,37 @@
+"""Committed benchmark results follow the shared schema and their bar fields match their rows."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+FILES = sorted(RESULTS.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_results_file_schema(path):
+    doc = json.loads(path.read_text())
+    for key in ("command", "dataset", "split", "machine", "versions", "rows"):
+        assert key in doc, f"{path.name} lacks {key}"
+    assert path.with_suffix(".md").exists(), "every results file has its .md"
+    for row in doc["rows"]:
+        assert row["role"] in {"teacher", "baseline", "variant", "peer"}
+        assert 0.0 <= row["ndcg@10"] <= 1.0
+        assert 0.0 <= row["ndcg@10_judged"] <= 1.0
+
+
+def test_teacher_file_bar_fields_match_rows():
+    path = RESULTS / "homedepot-teacher.json"
+    if not path.exists():
+        pytest.skip("homedepot-teacher.json not produced yet (make bench)")
+    doc = json.loads(path.read_text())
+    rows = {r["name"]: r for r in doc["rows"]}
+    teacher = next(r for r in doc["rows"] if r["role"] == "teacher")
+    baselines = [r for n, r in rows.items() if "bm25" in n or "dense" in n]
+    assert len(baselines) >= 2 and "random" in rows
+    best = max(r["ndcg@10"] for r in baselines)
+    assert doc["bar"]["teacher_minus_best_baseline_ndcg@10"] == pytest.approx(teacher["ndcg@10"] - best)
+    assert doc["bar"]["teacher_rmse"] == pytest.approx(teacher["rmse"])
+    precisions = {t["precision"] for t in doc["training"]["throughput"]}
+    assert {"fp32", "bf16"} <= precisions
