@@ -22,16 +22,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
 
-# Real-data benchmarks (needs the teacher: `make teacher` trains it, ~1 h on 2 CPUs).
-bench: $(STAMP)
+TEACHER := runs/teacher-homedepot/model/leanrank.json
+
+# Real-data benchmarks; trains the teacher first when runs/ has none (`make teacher`, ~1 h on 2 CPUs).
+bench: $(STAMP) $(TEACHER)
 	$(PY) -m leanrank.bench.teacher --teacher runs/teacher-homedepot/model --data-dir $(LEANRANK_DATA) \
 		--out benchmarks/results/homedepot-teacher
+
+$(TEACHER):
+	$(MAKE) teacher
 
 teacher: $(STAMP)
 	$(VENV)/bin/leanrank train search --dataset homedepot --data-dir $(LEANRANK_DATA) \
 		--out runs/teacher-homedepot --epochs 1 --lr 5e-5 --eval-every 1000 --valid-queries 200 \
 		--checkpoint-every 100 --precision fp32 --max-steps 2200 --resume
-	$(VENV)/bin/leanrank train calibrate runs/teacher-homedepot/model --dataset homedepot --data-dir $(LEANRANK_DATA)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

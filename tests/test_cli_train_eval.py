@@ -63,7 +63,8 @@ def test_model_card_records_parent_and_steps(trained):
     card = json.loads((trained / "run" / "model" / "leanrank.json").read_text(encoding="utf-8"))
     assert card["kind"] == "cross-encoder" and card["parent"] == "minilm-l6"
     steps = [s["step"] for s in card["steps"]]
-    assert steps == ["truncate", "train"]
+    assert steps == ["truncate", "train", "calibrate"]
+    assert card["calibration"]["a"] > 0 and card["calibration"]["fitted_on"] == "synthetic:valid"
     train = card["steps"][1]
     assert train["steps"] == 3 and train["dataset"] == "synthetic" and train["config"]["max_steps"] == 3
     assert card["max_length"] == 32 and card["label_range"] == [1.0, 3.0]

@@ -111,7 +111,8 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, split: str = "test"
             "best_step", "best_ndcg@10", "history", "train_examples", "train_queries")}
 
     results_doc = {
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "command": "make bench  # = python -m leanrank.bench.teacher "
+                   + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "dataset": dataset, "split": split, "protocol": {
             "candidates": "judged products + top BM25 catalog products not judged, up to 100",
             "gain": full.labels.describe(), "queries": len(tasks),

@@ -47,6 +47,8 @@ class BM25Index:
         """BM25 score of ``query`` for given products (0 for those it does not match)."""
         bm25s = require("bm25s")
         tokens = bm25s.tokenize([query], stopwords="en", show_progress=False, return_ids=False)[0]
+        if not tokens:  # only stopwords: nothing matches
+            return np.zeros(len(product_ids), dtype=np.float32)
         all_scores = self.retriever.get_scores(tokens)
         return np.array([all_scores[self._pos[p]] for p in product_ids], dtype=np.float32)
 
@@ -67,7 +69,7 @@ class BM25Scorer:
         for i, (q, t) in enumerate(zip(queries, titles)):
             if q not in cache:
                 toks = bm25s.tokenize([q], stopwords="en", show_progress=False, return_ids=False)[0]
-                cache[q] = self.index.retriever.get_scores(toks)
+                cache[q] = self.index.retriever.get_scores(toks) if toks else np.zeros(len(self.index.ids))
             pos = self._title_pos.get(t)
             out[i] = cache[q][pos] if pos is not None else 0.0
         return out

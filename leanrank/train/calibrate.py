@@ -33,7 +33,8 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, lo: float, hi: float
         loss.backward()
         opt.step()
     before = float(np.sqrt(np.mean((lo + (hi - lo) / (1 + np.exp(-logits)) - labels) ** 2)))
-    return {"a": float(log_a.exp()), "b": float(b), "rmse_before": before, "rmse_after": float(loss.sqrt()),
+    return {"a": float(log_a.exp().detach()), "b": float(b.detach()), "rmse_before": before,
+            "rmse_after": float(loss.detach().sqrt()),
             "pairs": len(logits)}
 
 

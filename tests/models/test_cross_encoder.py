@@ -121,7 +121,8 @@ def test_from_pretrained_truncates(tiny_cross_encoder, pairs, tmp_path):
     path = tiny_cross_encoder(num_hidden_layers=4).save(tmp_path / "ce")
     small = CrossEncoder.from_pretrained(path, num_layers=2, max_length=32)
     assert len(small.model.bert.encoder.layer) == 2 and small.model.config.num_hidden_layers == 2
-    assert small.card.steps[-1] == {"step": "truncate", "num_layers": 2} and small.max_length == 32
+    assert small.card.steps[-1] == {"step": "truncate", "num_layers": 2, "kept": [0, 3]}
+    assert small.max_length == 32
     assert np.isfinite(small.score(*pairs)).all()
     again = CrossEncoder.from_pretrained(small.save(tmp_path / "small"))
     assert again.model.config.num_hidden_layers == 2

@@ -235,3 +235,11 @@ def test_atomic_writes_replace_and_create_parents(tmp_path):
     write_text(target, "new")
     assert target.read_text(encoding="utf-8") == "new"
     assert os.listdir(target.parent) == ["out.json"]
+
+
+def test_bm25_stopword_only_query_scores_zero_instead_of_crashing():
+    titles = {"a": "cordless drill", "b": "paint brush"}
+    index = BM25Index.build(titles)
+    assert BM25Scorer(index, titles).score(["the of", "drill"], ["cordless drill", "cordless drill"])[0] == 0.0
+    assert index.score("the", ["a", "b"]).tolist() == [0.0, 0.0]
+    assert index.search(["the"], k=2) == [[]]
