@@ -63,7 +63,7 @@ def run_demo(seconds: float = 240, steps: int = 200, out_dir: str | Path = "runs
         rows.append(row)
     table = Table(title=f"rerank protocol, synthetic test split ({len(tasks)} queries, up to 100 candidates)")
     for col in ("model", "NDCG@10", "95% CI", "NDCG@10 judged", "MRR@10", "pairs/s"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for r in rows:
         lo, hi = r["ndcg@10_ci95"]
         table.add_row(r["name"], f"{r['ndcg@10']:.3f}", f"{lo:.3f}–{hi:.3f}", f"{r['ndcg@10_judged']:.3f}",
