@@ -87,11 +87,9 @@ def train_search(
                  device=device, meta=meta)
     model.card.add_step("train", config=asdict(config), setup=asdict(setup), dataset=meta["dataset"],
                         steps=record["steps"], train_pairs_per_s=record["train_pairs_per_s"])
-    model.card.metrics = {f"valid_{k}": v for k, v in (record["history"] or [{}])[-1].items()
+    best = [h for h in record["history"] if h["step"] == record["best_step"]] or record["history"][-1:]
+    model.card.metrics = {f"valid_{k}": v for k, v in (best or [{}])[0].items()
                           if k.startswith(("ndcg", "mrr", "rmse"))}
-    best = [h for h in record["history"] if h["step"] == record["best_step"]]
-    if best:
-        model.card.metrics = {f"valid_{k}": v for k, v in best[0].items() if k.startswith(("ndcg", "mrr", "rmse"))}
     if int(os.environ.get("RANK", "0")) == 0:
         if setup.calibrate:
             calibrate_(model, valid)
