@@ -46,14 +46,10 @@ def run_demo(seconds: float = 240, steps: int = 200, out_dir: str | Path = "runs
     test = splits["test"]
     tasks = build_rerank_tasks(test, bm25)
 
-    class TeacherScorer:
-        def score(self, q, t):
-            return teacher.score(q, t, batch_size=64)
-
     scorers = [("random", "baseline", RandomScorer(0), None),
                ("bm25", "baseline", BM25Scorer(bm25, ds.titles), None),
                ("dense-minilm-zeroshot", "baseline", DenseScorer(BiEncoder.from_pretrained()), None),
-               ("teacher-minilm-l6", "teacher", TeacherScorer(), teacher.predict_labels)]
+               ("teacher-minilm-l6", "teacher", teacher, teacher.predict_labels)]
     rows = []
     pairs = [(t.query, ds.titles[p]) for t in tasks[:8] for p in t.product_ids][:512]
     for name, role, scorer, label_fn in scorers:

@@ -48,15 +48,11 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, split: str = "test"
     catalog_emb = encoder.encode([full.titles[p] for p in catalog_ids])
     title_cache = {full.titles[p]: e for p, e in zip(catalog_ids, catalog_emb)}
 
-    class TeacherScorer:
-        def score(self, q, t):
-            return teacher.score(q, t, batch_size=64)
-
     scorers = [
         ("random", "baseline", RandomScorer(0), None),
         ("bm25", "baseline", BM25Scorer(bm25, full.titles), None),
         ("dense-minilm-zeroshot", "baseline", DenseScorer(encoder, title_cache), None),
-        ("teacher-minilm-l6", "teacher", TeacherScorer(), teacher.predict_labels),
+        ("teacher-minilm-l6", "teacher", teacher, teacher.predict_labels),
     ]
     rows, results = [], {}
     for name, role, scorer, label_fn in scorers:

@@ -37,26 +37,18 @@ class SearchTrainSetup:
     calibrate: bool = True              # fit the logit → label map on validation pairs
 
 
-def rerank_validator(ds: SearchDataset, bm25: BM25Index, max_queries: int | None, batch_size: int = 128):
+def rerank_validator(ds: SearchDataset, bm25: BM25Index, max_queries: int | None):
     """A ``validate(model) -> metrics`` closure over fixed validation rerank tasks."""
     tasks = build_rerank_tasks(ds, bm25, max_queries=max_queries)
     rel = ds.labels.relevant_min_label - ds.labels.label_min
 
     def validate(model: CrossEncoder) -> dict:
         t0 = time.perf_counter()
-        scores = score_tasks(_BatchScorer(model, batch_size), tasks, ds.titles)
+        scores = score_tasks(model, tasks, ds.titles)  # a CrossEncoder is a Scorer
         result = evaluate_rerank(tasks, scores, rel, [model.predict_labels(s) for s in scores])
         return {**result.summary(), "seconds": round(time.perf_counter() - t0, 1)}
 
     return validate
-
-
-class _BatchScorer:
-    def __init__(self, model: CrossEncoder, batch_size: int):
-        self.model, self.batch_size = model, batch_size
-
-    def score(self, queries, titles):
-        return self.model.score(queries, titles, batch_size=self.batch_size)
 
 
 def train_search(
