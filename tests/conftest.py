@@ -34,3 +34,14 @@ def tiny_search():
 
     cat = make_catalog(SyntheticConfig(n_products=300, n_queries=80, judged_per_query=6, n_users=10))
     return cat.search.split()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module (tests share 2 CPUs), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

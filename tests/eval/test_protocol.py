@@ -46,14 +46,7 @@ JUDGMENTS = [
 JUDGED = {q: {j.product_id: j for j in JUDGMENTS if j.query == q} for q in {j.query for j in JUDGMENTS}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
