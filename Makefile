@@ -7,7 +7,7 @@ LEANRANK_DATA ?= ../shared/data
 export LEANRANK_DATA
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-quantize lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ TEACHER := runs/teacher-homedepot/model/leanrank.json
 bench: $(STAMP) $(TEACHER)
 	$(PY) -m leanrank.bench.teacher --teacher runs/teacher-homedepot/model --data-dir $(LEANRANK_DATA) \
 		--out benchmarks/results/homedepot-teacher
+
+bench-quantize: $(STAMP) $(TEACHER)
+	$(PY) -m leanrank.bench.quantize --teacher runs/teacher-homedepot/model --data-dir $(LEANRANK_DATA) \
+		--out benchmarks/results/homedepot-quantize
 
 $(TEACHER):
 	$(MAKE) teacher

@@ -114,6 +114,50 @@ def eval_cmd(
         typer.echo(f"{k:>16}: {v}")
 
 
+@app.command("quantize")
+def quantize_cmd(
+    model: Path = typer.Argument(..., help="Model folder (torch, or ONNX for ort-* and mixed)."),
+    scheme: str = typer.Option(..., help="int8-dynamic, int8-static, int8-weight, int4-weight, fp16, bf16, "
+                               "emb-int8, emb-int4, ort-int8-dynamic, ort-int8-static, int8-qat, mixed"),
+    out: Path = typer.Option(..., help="Folder to write (refused if it exists, unless --overwrite)."),
+    dataset: str = typer.Option("synthetic", help="Calibration (train) and parity/validation data."),
+    data_dir: Path | None = DataDir,
+    calibration_size: int = typer.Option(512, help="Calibration pairs for static int8."),
+    observer: str = typer.Option("percentile", help="Static int8 ranges: minmax or percentile."),
+    group_size: int = typer.Option(64, help="Weight-only group size."),
+    budget: float = typer.Option(0.005, help="mixed: largest relative validation NDCG@10 loss."),
+    valid_queries: int = typer.Option(150, help="mixed / int8-qat: validation queries."),
+    steps: int = typer.Option(300, help="int8-qat: fine-tuning steps."),
+    lr: float = typer.Option(1e-5, help="int8-qat: learning rate."),
+    min_spearman: float = typer.Option(0.98, help="Parity gate vs the float model."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+) -> None:
+    """Quantize a model; the result must pass parity vs the float model before it is written."""
+    from leanrank.cli_compress import quantize_model
+
+    quantize_model(model, scheme, out, dataset, data_dir, calibration_size=calibration_size, observer=observer,
+                   group_size=group_size, budget=budget, valid_queries=valid_queries, steps=steps, lr=lr,
+                   min_spearman=min_spearman, overwrite=overwrite, log=typer.echo)
+
+
+@app.command("export")
+def export_cmd(
+    model: Path = typer.Argument(..., help="Float cross-encoder folder."),
+    format: str = typer.Option("onnx", "--format", help="onnx"),
+    out: Path = typer.Option(..., help="Folder to write (model.onnx + tokenizer + leanrank.json)."),
+    dataset: str = typer.Option("synthetic", help="Parity pairs come from its validation split."),
+    data_dir: Path | None = DataDir,
+    parity_size: int = 256,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+) -> None:
+    """Export to ONNX (dynamo exporter, dynamic batch/sequence); refuses a graph that fails parity."""
+    from leanrank.cli_compress import export_model
+
+    if format != "onnx":
+        raise LeanrankError(f"--format must be onnx, got {format!r}")
+    export_model(model, out, dataset, data_dir, parity_size, overwrite, log=typer.echo)
+
+
 @app.command("demo")
 def demo(
     steps: int = typer.Option(200, help="Training steps (batches of 32 pairs)."),

@@ -40,18 +40,18 @@ def evaluate_model_dir(
     from leanrank.core.errors import LeanrankError
     from leanrank.data.registry import load_search_dataset
     from leanrank.models.bm25 import BM25Index
-    from leanrank.models.cross_encoder import CrossEncoder
+    from leanrank.runtime.loading import load_scorer
 
     if split not in ("train", "valid", "test"):
         raise LeanrankError(f"split must be train, valid or test, got {split!r}")
-    model = CrossEncoder.from_pretrained(model_dir)
+    model = load_scorer(model_dir)
     full = load_search_dataset(dataset, data_dir)
     ds = full.split()[split]
     tasks = build_rerank_tasks(ds, BM25Index.build(full.titles), max_queries=max_queries)
 
     class _Scorer:
         def score(self, q, t):
-            return model.score(q, t, batch_size=batch_size, progress=True)
+            return model.score(q, t, batch_size=batch_size)
 
     row, _ = evaluate_scorer(str(model_dir), "variant", _Scorer(), ds, tasks, model.predict_labels)
     metrics = {"model": str(model_dir), "dataset": dataset, "split": split, "metrics": row}

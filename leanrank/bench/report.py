@@ -22,6 +22,8 @@ def write_results(out_stem: str | Path, doc: dict) -> tuple[Path, Path]:
 def _fmt(value) -> str:
     if value is None:
         return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
     if isinstance(value, (list, tuple)):
@@ -41,7 +43,9 @@ def table(rows: list[dict], columns=COLUMNS) -> str:
 def to_markdown(doc: dict, json_name: str) -> str:
     parts = [f"# {doc.get('dataset', '')} — {doc.get('split', '')} split", "",
              f"Made by: `{doc.get('command', '')}`  (data: `{json_name}`)", "",
-             table(doc["rows"]), ""]
+             table(doc["rows"], doc.get("columns", COLUMNS)), ""]
+    if doc.get("notes"):
+        parts += ["## Notes", "", *(f"- {n}" for n in doc["notes"]), ""]
     if "protocol" in doc:
         parts += ["## Protocol", "", *(f"- {k}: {v}" for k, v in doc["protocol"].items()), ""]
     if "bar" in doc:

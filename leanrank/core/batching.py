@@ -38,3 +38,30 @@ def length_bucketed_batches(
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def score_in_batches(
+    queries: Sequence[str],
+    titles: Sequence[str],
+    batch_size: int,
+    run_batch,
+    progress=None,
+):
+    """The inference loop every backend shares: validate, length-bucket, score each batch with
+    ``run_batch(queries, titles) -> 1-D array``, put the scores back in input order.
+
+    ``progress`` is an optional callable advanced with the size of each finished batch.
+    """
+    import numpy as np
+
+    from leanrank.core.errors import LeanrankError
+
+    if len(queries) != len(titles):
+        raise LeanrankError(f"{len(queries)} queries but {len(titles)} titles")
+    out = np.empty(len(queries), dtype=np.float32)
+    lengths = [len(q) + len(t) for q, t in zip(queries, titles)]
+    for idx in length_bucketed_batches(lengths, batch_size):
+        out[idx] = run_batch([queries[i] for i in idx], [titles[i] for i in idx])
+        if progress is not None:
+            progress(len(idx))
+    return out

@@ -86,6 +86,13 @@ class SearchDataset:
     def is_relevant(self, j: Judgment) -> bool:
         return j.label >= self.labels.relevant_min_label - 1e-9
 
+    def sample_pairs(self, n: int, seed: int = 0) -> list[tuple[str, str]]:
+        """A seeded sample of ``n`` judged (query, title) pairs (calibration and parity sets)."""
+        import random
+
+        pairs = [(j.query, self.titles[j.product_id]) for j in self.judgments]
+        return random.Random(seed).sample(pairs, min(n, len(pairs)))
+
     def subset(self, queries: Iterable[str], name: str | None = None) -> SearchDataset:
         """Same catalog, judgments restricted to ``queries``."""
         keep = set(queries)

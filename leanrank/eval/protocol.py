@@ -82,6 +82,7 @@ class RerankResult:
     full: QueryMetrics      # judged + BM25 candidates (the primary number)
     judged: QueryMetrics    # judged lists alone
     rmse: float | None
+    scores: list[np.ndarray] | None = None   # per task, as scored (for agreement between models)
 
     def summary(self) -> dict[str, float | None]:
         return {
@@ -112,7 +113,7 @@ def evaluate_rerank(
         pred = np.concatenate([p[t.judged] for t, p in zip(tasks, predicted_labels)])
         true = np.concatenate([t.labels[t.judged] for t in tasks])
         rmse = float(np.sqrt(np.mean((pred - true) ** 2)))
-    return RerankResult(full, judged, rmse)
+    return RerankResult(full, judged, rmse, list(scores))
 
 
 def recall_at_k(ds: SearchDataset, retrieved: dict[str, list[str]], k: int = 100) -> float:

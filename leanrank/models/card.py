@@ -26,6 +26,15 @@ class ModelCard:
     def add_step(self, step: str, **info) -> None:
         self.steps.append({"step": step, **info})
 
+    def predict_labels(self, logits):
+        """Logits → the label scale of training (e.g. 1..3), through the validation-fitted
+        calibration when there is one."""
+        import numpy as np
+
+        lo, hi = self.label_range
+        cal = self.calibration or {"a": 1.0, "b": 0.0}
+        return lo + (hi - lo) / (1.0 + np.exp(-(cal["a"] * np.asarray(logits) + cal["b"])))
+
     def save(self, directory: str | Path) -> None:
         write_json(Path(directory) / CARD_FILE, asdict(self))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leanrank.core.batching import length_bucketed_batches
+from leanrank.core.batching import score_in_batches
 from leanrank.core.errors import LeanrankError
 from leanrank.models.card import ModelCard
 from leanrank.models.defaults import offline, quiet_transformers, resolve_model_path
@@ -83,6 +83,10 @@ class CrossEncoder(torch.nn.Module):
         fine-tuning).
         """
         path = resolve_model_path(name_or_path)
+        if (path / "model.onnx").exists() or any(
+                s.get("step") == "quantize" for s in ModelCard.load(path, kind="cross-encoder").steps):
+            raise LeanrankError(f"{path} is a quantized or exported model; open it with "
+                                "leanrank.runtime.load_scorer(path)")
         config = AutoConfig.from_pretrained(path)
         fresh = config.num_labels != 1 or not (path / "leanrank.json").exists()
         config.num_labels = 1
@@ -133,12 +137,8 @@ class CrossEncoder(torch.nn.Module):
         return next(self.model.parameters()).device
 
     def tokenize(self, queries: Sequence[str], titles: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Dynamic padding to the longest pair of the batch (rounded up to a multiple of 8, which
-        bounds the number of distinct shapes oneDNN compiles kernels for), truncated at max_length."""
-        enc = self.tokenizer(
-            list(queries), list(titles), truncation=True, max_length=self.max_length,
-            padding=True, pad_to_multiple_of=8, return_tensors="pt",
-        )
+        """Tokenized pairs on the model's device (see ``encode_pairs``)."""
+        enc = encode_pairs(self.tokenizer, queries, titles, self.max_length, "pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
     def forward(self, **features: torch.Tensor) -> torch.Tensor:
@@ -154,36 +154,33 @@ class CrossEncoder(torch.nn.Module):
         progress: bool = False,
     ) -> np.ndarray:
         """Relevance logits for aligned (query, title) pairs, in input order."""
-        if len(queries) != len(titles):
-            raise LeanrankError(f"{len(queries)} queries but {len(titles)} titles")
-        if len(queries) == 0:
-            return np.zeros(0, dtype=np.float32)
         was_training = self.model.training
         self.model.eval()
-        out = np.empty(len(queries), dtype=np.float32)
-        lengths = [len(q) + len(t) for q, t in zip(queries, titles)]
-        batches = length_bucketed_batches(lengths, batch_size)
         bar = _progress(len(queries), "scoring") if progress else None
+
+        def run_batch(qs, ts):
+            with autocast(self.device, precision):
+                return self(**self.tokenize(qs, ts)).float().cpu().numpy()
+
         try:
-            for idx in batches:
-                feats = self.tokenize([queries[i] for i in idx], [titles[i] for i in idx])
-                with autocast(self.device, precision):
-                    logits = self(**feats)
-                out[idx] = logits.float().cpu().numpy()
-                if bar:
-                    bar[0].advance(bar[1], len(idx))
+            return score_in_batches(queries, titles, batch_size, run_batch,
+                                    (lambda n: bar[0].advance(bar[1], n)) if bar else None)
         finally:
             if bar:
                 bar[0].stop()
             self.model.train(was_training)
-        return out
 
     def predict_labels(self, logits: np.ndarray) -> np.ndarray:
-        """Map logits onto the label scale of training (e.g. 1..3 for Home Depot), through the
-        calibration fitted on validation when the card has one."""
-        lo, hi = self.card.label_range
-        cal = self.card.calibration or {"a": 1.0, "b": 0.0}
-        return lo + (hi - lo) / (1.0 + np.exp(-(cal["a"] * logits + cal["b"])))
+        """Logits → label scale (see ``ModelCard.predict_labels``)."""
+        return self.card.predict_labels(logits)
+
+
+def encode_pairs(tokenizer, queries: Sequence[str], titles: Sequence[str], max_length: int, tensors: str = "pt"):
+    """Tokenize (query, title) pairs the one way every backend does: dynamic padding to the
+    longest pair of the batch, rounded up to a multiple of 8 (which bounds the number of distinct
+    shapes oneDNN/ORT compile kernels for), truncated at ``max_length``."""
+    return tokenizer(list(queries), list(titles), truncation=True, max_length=max_length,
+                     padding=True, pad_to_multiple_of=8, return_tensors=tensors)
 
 
 def keep_layers(model: PreTrainedModel, num_layers: int, pick: str = "spread") -> list[int]:

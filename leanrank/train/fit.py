@@ -239,8 +239,13 @@ def fit(
     barrier(info)
     best_dir = out / "best"
     if st["best_step"] is not None and best_dir.exists():
-        best = CrossEncoder.from_pretrained(best_dir)
-        model.model.load_state_dict(best.model.state_dict())
+        from safetensors.torch import load_file
+
+        # the saved tensors straight into this model: works for any module structure (QAT too)
+        state = {}
+        for f in sorted(best_dir.glob("*.safetensors")):
+            state.update(load_file(str(f), device=str(dev)))
+        model.model.load_state_dict(state)
     record = {
         "config": asdict(config), "world_size": info.world_size, "device": str(dev),
         "steps": st["step"], "epochs_done": st["epoch"], "best_step": st["best_step"],
