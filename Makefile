@@ -22,24 +22,28 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
 
-TEACHER := runs/teacher-homedepot/model/leanrank.json
+TEACHER := runs/teacher-homedepot-2/model/leanrank.json
 
 # Real-data benchmarks; trains the teacher first when runs/ has none (`make teacher`, ~1 h on 2 CPUs).
 bench: $(STAMP) $(TEACHER)
-	$(PY) -m leanrank.bench.teacher --teacher runs/teacher-homedepot/model --data-dir $(LEANRANK_DATA) \
+	$(PY) -m leanrank.bench.teacher --teacher runs/teacher-homedepot-2/model --data-dir $(LEANRANK_DATA) \
 		--out benchmarks/results/homedepot-teacher
 
 bench-quantize: $(STAMP) $(TEACHER)
-	$(PY) -m leanrank.bench.quantize --teacher runs/teacher-homedepot/model --data-dir $(LEANRANK_DATA) \
+	$(PY) -m leanrank.bench.quantize --teacher runs/teacher-homedepot-2/model --data-dir $(LEANRANK_DATA) \
 		--out benchmarks/results/homedepot-quantize
 
 $(TEACHER):
 	$(MAKE) teacher
 
 teacher: $(STAMP)
+	# stage 1: 2,200 steps from MiniLM-L6 (lr 5e-5); stage 2: one more epoch from stage 1 (lr 4e-5, seed 1)
 	$(VENV)/bin/leanrank train search --dataset homedepot --data-dir $(LEANRANK_DATA) \
 		--out runs/teacher-homedepot --epochs 1 --lr 5e-5 --eval-every 1000 --valid-queries 200 \
 		--checkpoint-every 100 --precision fp32 --max-steps 2200 --resume
+	$(VENV)/bin/leanrank train search --dataset homedepot --data-dir $(LEANRANK_DATA) \
+		--init runs/teacher-homedepot/model --out runs/teacher-homedepot-2 --epochs 1 --lr 4e-5 --seed 1 \
+		--eval-every 1500 --valid-queries 200 --checkpoint-every 100 --precision fp32 --resume
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

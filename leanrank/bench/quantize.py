@@ -247,7 +247,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--teacher", type=Path, default=Path("runs/teacher-homedepot/model"))
+    parser.add_argument("--teacher", type=Path, default=Path("runs/teacher-homedepot-2/model"))
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/homedepot-quantize"))
     parser.add_argument("--work", type=Path, default=Path("runs/quantize-bench"))
