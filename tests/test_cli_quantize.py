@@ -55,3 +55,21 @@ def test_bad_scheme_and_wrong_input(float_dir):
     assert_one_line_error(run("quantize", str(float_dir), "--scheme", "ort-int8-dynamic", "--out", "/tmp/x"),
                           "leanrank export")
     assert_one_line_error(run("export", str(float_dir), "--format", "tflite", "--out", "/tmp/x"), "onnx")
+
+
+def test_mixed_plan_and_qat_from_the_cli(float_dir):
+    out = float_dir.parent / "mixed"
+    proc = run("quantize", str(float_dir), "--scheme", "mixed", "--out", str(out), "--budget", "0.5",
+               "--valid-queries", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plan = json.loads((out / "mixed-plan.json").read_text())
+    assert set(plan["sensitivity"]) == {"layer.0", "layer.1", "pooler"}
+    assert plan["float_blocks"] == [] and plan["meets_budget"]          # a 50% budget lets all go int8
+    card = json.loads((out / "leanrank.json").read_text())
+    assert card["steps"][-1]["mixed_plan"]["float_blocks"] == []
+    qat = float_dir.parent / "qat"
+    proc = run("quantize", str(float_dir), "--scheme", "int8-qat", "--out", str(qat), "--steps", "2",
+               "--valid-queries", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    step = json.loads((qat / "leanrank.json").read_text())["steps"][-1]
+    assert step["scheme"] == "int8-qat" and step["qat"]["steps"] == 2

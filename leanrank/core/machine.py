@@ -25,7 +25,8 @@ def machine_info() -> dict:
 
 
 def versions(packages: tuple[str, ...] = (
-    "leanrank", "torch", "transformers", "tokenizers", "bm25s", "faiss-cpu", "numpy", "ranx",
+    "leanrank", "torch", "transformers", "tokenizers", "bm25s", "faiss-cpu", "numpy", "ranx", "onnx",
+    "onnxruntime", "onnxscript",
 )) -> dict:
     out = {}
     for name in packages:
