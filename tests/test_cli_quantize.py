@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from test_cli_train_eval import assert_one_line_error, run
 
 pytest.importorskip("onnxruntime")
