@@ -136,12 +136,20 @@ def _mixed(model_dir: Path, out: Path, splits, budget: float, valid_queries: int
                 quantize_(model, DynamicInt8Config(), blocks_filter(float_blocks, default_filter))
                 return model
 
-        plan = plan_mixed_precision(build, evaluate, blocks, baseline, budget, log)
-        final = build(plan.float_blocks)
+        built: dict[tuple, object] = {}     # the last plan built: the chosen one is not built twice
+
+        def build_last(float_blocks):
+            key = tuple(float_blocks)
+            if key not in built:
+                built.clear()
+                built[key] = build(float_blocks)
+            return built[key]
+
+        plan = plan_mixed_precision(build_last, evaluate, blocks, baseline, budget, log)
+        final = build_last(plan.float_blocks)
         if is_onnx:
             from leanrank.models.card import ModelCard
 
-            _refuse_existing(out, overwrite)
             src = Path(final.directory)
             card = ModelCard.load(src, kind="cross-encoder")
             card.steps[-1]["mixed_plan"] = plan.to_dict()

@@ -60,9 +60,11 @@ def evaluate_model_dir(
 
 
 def model_size(model_dir: Path) -> dict:
-    """Size on disk of a model's weights (MB) and its parameter count."""
-    files = list(Path(model_dir).glob("*.safetensors"))
-    size = sum(f.stat().st_size for f in files) / 1e6
+    """Size on disk of a model's weight files (safetensors, ONNX or .pt; MB) and the parameter
+    count of its safetensors."""
+    weights = [f for f in Path(model_dir).iterdir() if f.suffix in (".safetensors", ".onnx", ".pt")]
+    size = sum(f.stat().st_size for f in weights) / 1e6
+    files = [f for f in weights if f.suffix == ".safetensors"]
     from safetensors import safe_open
 
     params = 0

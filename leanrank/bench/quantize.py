@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leanrank.bench.evaluate import evaluate_scorer
+from leanrank.bench.evaluate import evaluate_scorer, model_size
 from leanrank.bench.report import write_results
 from leanrank.core.machine import machine_info, versions
 from leanrank.data.registry import load_search_dataset
@@ -48,11 +48,6 @@ class Variant:
     slow: bool = False             # measured on fewer queries/pairs (runs far below fp32 speed)
     extra: dict = field(default_factory=dict)
     rss_peer: str | None = None
-
-
-def _folder_mb(folder: Path) -> float:
-    files = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".onnx", ".pt")]
-    return round(sum(f.stat().st_size for f in files) / 1e6, 2)
 
 
 def _ort_peer(src: Path, dest: Path) -> Path:
@@ -87,9 +82,8 @@ def build_variants(teacher_dir: Path, splits, work: Path, valid_queries: int, qa
 
     peer = copy.deepcopy(teacher)
     peer.model = torch.ao.quantization.quantize_dynamic(peer.model, {torch.nn.Linear}, dtype=torch.qint8)
-    torch.save(peer.model.state_dict(), work / "torch-peer.pt")       # written for its size only
     (work / "torch-peer").mkdir(exist_ok=True)
-    shutil.move(str(work / "torch-peer.pt"), work / "torch-peer" / "model.pt")
+    torch.save(peer.model.state_dict(), work / "torch-peer" / "model.pt")    # written for its size only
     out.append(Variant("peer-torch-quantize_dynamic", "peer", "torch", peer, work / "torch-peer",
                        rss_peer="torch-dynamic"))
 
@@ -187,7 +181,7 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_que
     teacher_row = rows[0]
     for v, row in zip(variants, rows):
         row.update({k: v.extra[k] for k in v.extra})
-        row["size_mb"] = _folder_mb(v.folder)
+        row["size_mb"] = model_size(v.folder)["size_mb"]
         row["peak_rss_mb"] = round(peak_rss_mb(teacher_dir if v.rss_peer else v.folder, v.rss_peer), 1)
     n_params = sum(p.numel() for p in variants[0].scorer.parameters())
     for row in rows:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanrank.compress.qmodules import StaticInt8Linear, _fake_quant
-from leanrank.compress.quantize import QuantizeReport, default_filter
+from leanrank.compress.quantize import QuantizeReport, default_filter, module_nbytes, record_quantize_step
 from leanrank.core.errors import LeanrankError
 from leanrank.core.modules import FilterFn, named_modules_of, set_module
 
@@ -73,14 +73,10 @@ def convert_qat_(model: nn.Module) -> QuantizeReport:
             raise LeanrankError(f"{fqn} never saw training data; its activation ranges are unset")
         (ilo, ihi), (olo, ohi) = fq.act_range.tolist()
         new = StaticInt8Linear.from_float(fq.linear, (ilo, ihi), (olo, ohi), fq.reduce_range)
-        before += sum(p.numel() * p.element_size() for p in fq.linear.parameters())
-        after += sum(b.numel() * b.element_size() for b in new.buffers())
+        before += module_nbytes(fq.linear)
+        after += module_nbytes(new)
         set_module(model, fqn, new)
     report = QuantizeReport("int8-qat", [f for f, _ in found], {}, before, after)
-    card = getattr(model, "card", None)
-    if card is not None:
-        card.add_step("quantize", scheme="int8-qat", config={"momentum": found[0][1].momentum},
-                      module_kwargs={"reduce_range": found[0][1].reduce_range},
-                      modules={f: "StaticInt8Linear" for f, _ in found}, skipped={},
-                      bytes_before=before, bytes_after=after)
+    record_quantize_step(model, report, {"momentum": found[0][1].momentum},
+                         {"reduce_range": found[0][1].reduce_range}, StaticInt8Linear.__name__)
     return report

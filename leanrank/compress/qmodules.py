@@ -13,6 +13,7 @@ has ``from_float`` (quantize a float module) and ``empty`` (the skeleton a saved
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -45,12 +46,12 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([lo, hi], dim=-1).reshape(*packed.shape[:-1], -1).to(torch.int8)
 
 
+@contextlib.contextmanager
 def _quiet():
     """torch's quantized-tensor API warns it is deprecated; it is still the int8 GEMM on CPU."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
-    return ctx
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation.*")
+        yield
 
 
 class _Int8WeightLinear(nn.Module):
@@ -79,13 +80,10 @@ class _Int8WeightLinear(nn.Module):
 
     def packed(self):
         if self._packed is None:
-            ctx = _quiet()
-            try:
+            with _quiet():
                 zeros = torch.zeros(self.out_features, dtype=torch.long)
                 w = torch._make_per_channel_quantized_tensor(self.qweight, self.scale.double(), zeros, 0)
                 self._packed = torch.ops.quantized.linear_prepack(w, self.bias)
-            finally:
-                ctx.__exit__(None, None, None)
         return self._packed
 
     def _load_from_state_dict(self, *args, **kwargs):
@@ -148,12 +146,9 @@ class StaticInt8Linear(_Int8WeightLinear):
                                         self.bias), olo, ohi, False)
         in_scale, in_zero = activation_qparams(ilo, ihi, self.reduce_range)
         out_scale, out_zero = activation_qparams(olo, ohi, False)
-        ctx = _quiet()
-        try:
+        with _quiet():
             xq = torch.quantize_per_tensor(x.float().contiguous(), in_scale, in_zero, torch.quint8)
             return torch.ops.quantized.linear(xq, self.packed(), out_scale, out_zero).dequantize()
-        finally:
-            ctx.__exit__(None, None, None)
 
 
 def _fake_quant(x: torch.Tensor, lo: float, hi: float, reduce_range: bool) -> torch.Tensor:

@@ -15,9 +15,7 @@ By default the 1-output score head stays in float: its output *is* the ranking s
 from __future__ import annotations
 
 import hashlib
-import random
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from leanrank.compress.qmodules import (
     WeightOnlyLinear,
 )
 from leanrank.core.errors import LeanrankError
+from leanrank.core.io import load_safetensors_dir
 from leanrank.core.modules import FilterFn, get_module, named_modules_of, set_module
 
 
@@ -169,26 +168,32 @@ def quantize_(model: nn.Module, config: Config, filter_fn: FilterFn | None = Non
             chosen.append((fqn, module))
     if isinstance(config, EmbeddingConfig) and not chosen and not skipped:
         raise LeanrankError(f"no embedding table named {', '.join(config.tables)} in the model")
-    before = sum(_nbytes(m) for _, m in chosen)
+    before = sum(module_nbytes(m) for _, m in chosen)
     stats = _calibrate(model, [f for f, _ in chosen], config) if isinstance(config, StaticInt8Config) else {}
     kwargs = module_kwargs(config)
     for fqn, module in chosen:
         cls = _MODULE_FOR[type(config)]
         extra = {"in_range": stats[fqn][0], "out_range": stats[fqn][1]} if stats else {}
         set_module(model, fqn, cls.from_float(module, **kwargs, **extra))
-    after = sum(_nbytes(get_module(model, f)) for f, _ in chosen)
+    after = sum(module_nbytes(get_module(model, f)) for f, _ in chosen)
     real_skips = {k: v for k, v in skipped.items() if v != "excluded by filter"}
     if real_skips:
         warnings.warn(f"{scheme_name(config)}: skipped {len(real_skips)} module(s) it cannot handle: "
                       + "; ".join(f"{k} ({v})" for k, v in real_skips.items()), stacklevel=2)
     report = QuantizeReport(scheme_name(config), [f for f, _ in chosen], skipped, before, after)
+    record_quantize_step(model, report, config.record() if hasattr(config, "record") else asdict(config),
+                         kwargs, _MODULE_FOR[type(config)].__name__)
+    return report
+
+
+def record_quantize_step(model: nn.Module, report: QuantizeReport, config: dict, module_kwargs: dict,
+                         module_class: str) -> None:
+    """Add the step ``load_quantized`` rebuilds from to ``model.card`` (when the model has one)."""
     card = getattr(model, "card", None)
     if card is not None:
-        record = config.record() if hasattr(config, "record") else asdict(config)
-        card.add_step("quantize", scheme=report.scheme, config=record, module_kwargs=kwargs,
-                      modules={f: _MODULE_FOR[type(config)].__name__ for f in report.swapped},
-                      skipped=skipped, bytes_before=before, bytes_after=after)
-    return report
+        card.add_step("quantize", scheme=report.scheme, config=config, module_kwargs=module_kwargs,
+                      modules={f: module_class for f in report.swapped}, skipped=report.skipped,
+                      bytes_before=report.bytes_before, bytes_after=report.bytes_after)
 
 
 _MODULE_FOR: dict[type, type[nn.Module]] = {
@@ -217,7 +222,8 @@ def _cannot_handle(module: nn.Module, config: Config) -> str | None:
     return None
 
 
-def _nbytes(module: nn.Module) -> int:
+def module_nbytes(module: nn.Module) -> int:
+    """Bytes of a module's own parameters and buffers."""
     tensors = list(module.parameters(recurse=False)) + [b for b in module.buffers(recurse=False) if b is not None]
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -270,15 +276,6 @@ def _calibrate(model: nn.Module, fqns: list[str], config: StaticInt8Config) -> d
     return {f: (o[0].range(), o[1].range()) for f, o in observers.items()}
 
 
-def calibration_pairs(queries_titles: Sequence[tuple[str, str]], size: int, seed: int = 0) -> tuple:
-    """A seeded sample of ``size`` pairs (the calibration set of a config)."""
-    pairs = list(queries_titles)
-    if not pairs:
-        raise LeanrankError("the calibration set is empty")
-    rng = random.Random(seed)
-    return tuple(rng.sample(pairs, min(size, len(pairs))))
-
-
 # ---------------------------------------------------------------------------- loading
 def is_quantized(card) -> bool:
     return any(s.get("step") == "quantize" for s in getattr(card, "steps", []))
@@ -287,7 +284,6 @@ def is_quantized(card) -> bool:
 def load_quantized(path: str | Path):
     """Rebuild a quantized cross-encoder saved by ``CrossEncoder.save``: the float skeleton from
     its config, the recorded module swaps, then the saved tensors (safetensors, strict)."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from leanrank.models.card import ModelCard
@@ -308,10 +304,7 @@ def load_quantized(path: str | Path):
                 raise LeanrankError(f"{path}: leanrank.json records a quantization that does not match "
                                     f"the model ({fqn}: {cls_name}: {exc})") from exc
             set_module(root, fqn, skeleton)
-    state = {}
-    for f in sorted(path.glob("*.safetensors")):
-        state.update(load_file(str(f)))
-    missing, unexpected = model.model.load_state_dict(state, strict=False)
+    missing, unexpected = model.model.load_state_dict(load_safetensors_dir(path), strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise LeanrankError(f"{path}: saved tensors do not match the recorded quantization "

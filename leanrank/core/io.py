@@ -46,3 +46,13 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_safetensors_dir(directory: str | os.PathLike, device: str = "cpu") -> dict:
+    """Every tensor of the ``*.safetensors`` files in a model folder (never a pickle)."""
+    from safetensors.torch import load_file
+
+    state: dict = {}
+    for f in sorted(Path(directory).glob("*.safetensors")):
+        state.update(load_file(str(f), device=device))
+    return state

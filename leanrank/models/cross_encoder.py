@@ -83,8 +83,8 @@ class CrossEncoder(torch.nn.Module):
         fine-tuning).
         """
         path = resolve_model_path(name_or_path)
-        if (path / "model.onnx").exists() or any(
-                s.get("step") == "quantize" for s in ModelCard.load(path, kind="cross-encoder").steps):
+        card = ModelCard.load(path, kind="cross-encoder")
+        if (path / "model.onnx").exists() or any(s.get("step") == "quantize" for s in card.steps):
             raise LeanrankError(f"{path} is a quantized or exported model; open it with "
                                 "leanrank.runtime.load_scorer(path)")
         config = AutoConfig.from_pretrained(path)
@@ -92,7 +92,6 @@ class CrossEncoder(torch.nn.Module):
         config.num_labels = 1
         model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        card = ModelCard.load(path, kind="cross-encoder")
         if fresh:
             card = ModelCard(kind="cross-encoder", parent=str(name_or_path or "minilm-l6"))
         if num_layers is not None:

@@ -12,6 +12,7 @@ holds ``model.onnx``, the tokenizer, ``config.json`` and ``leanrank.json`` (line
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 import shutil
@@ -47,31 +48,23 @@ def _split(pairs: Pairs) -> tuple[list[str], list[str]]:
     return [q for q, _ in pairs], [t for _, t in pairs]
 
 
-def _write_folder(out_dir: Path, onnx_path: Path, tokenizer_src, card: ModelCard, config_src: Path | None,
-                  overwrite: bool) -> Path:
-    """Assemble the folder in a temp dir next to ``out_dir``, then rename it into place."""
+@contextlib.contextmanager
+def _staged(out_dir: Path, overwrite: bool):
+    """A temp folder next to ``out_dir`` to assemble the result in; renamed into place only when
+    the block succeeds. An existing ``out_dir`` is refused before any work, unless ``overwrite``."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise LeanrankError(f"{out_dir} exists; choose another --out or pass --overwrite")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        shutil.move(str(onnx_path), tmp / ONNX_FILE)
-        if hasattr(tokenizer_src, "save_pretrained"):
-            tokenizer_src.save_pretrained(tmp)
-        else:
-            for f in Path(tokenizer_src).glob("tokenizer*"):
-                shutil.copy(f, tmp / f.name)
-        if config_src is not None and config_src.exists():
-            shutil.copy(config_src, tmp / "config.json")
-        card.save(tmp)
+        yield tmp
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 def export_onnx(model, out_dir: str | Path, parity_pairs: Pairs, max_abs: float = 1e-3,
@@ -90,21 +83,21 @@ def export_onnx(model, out_dir: str | Path, parity_pairs: Pairs, max_abs: float 
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=4096)
     dynamic = {k: {0: batch, 1: seq} for k in sample}
     wrapper = _Logits(copy.deepcopy(model.model).cpu().float())
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / ONNX_FILE
+    with _staged(Path(out_dir), overwrite) as tmp:
+        path = tmp / ONNX_FILE
         program = torch.onnx.export(wrapper, (), kwargs=sample, dynamo=True, dynamic_shapes=dynamic,
                                     input_names=list(sample), output_names=["logits"], verbose=False)
         program.save(str(path))
         card = copy.deepcopy(model.card)
         model.tokenizer.save_pretrained(tmp)
+        model.model.config.save_pretrained(tmp)
         card.save(tmp)
         reference = model.score(queries, titles, batch_size=32)
         scores = OrtScorer(tmp).score(queries, titles)
         result = check_parity(reference, scores, "the exported ONNX graph", max_abs, min_spearman)
         card.add_step("export", format="onnx", exporter="torch.onnx.export(dynamo=True)",
                       opset=_opset(path), parity_vs_torch=result)
-        model.model.config.save_pretrained(tmp)
-        _write_folder(Path(out_dir), path, model.tokenizer, card, Path(tmp) / "config.json", overwrite)
+        card.save(tmp)
     return result
 
 
@@ -160,12 +153,12 @@ def ort_quantize(src_dir: str | Path, out_dir: str | Path, parity_pairs: Pairs, 
     blocks = matmul_blocks(src)
     exclude = [n for n, b in blocks.items() if b in set(exclude_blocks)]
     card = ModelCard.load(src_dir, kind="cross-encoder")
-    with tempfile.TemporaryDirectory() as tmp:
-        plain = Path(tmp) / "float.onnx"
+    with _staged(Path(out_dir), overwrite) as stage, tempfile.TemporaryDirectory() as scratch:
+        plain = Path(scratch) / "float.onnx"
         model = onnx.load(str(src))
         del model.graph.value_info[:]        # stale shapes break ORT's quantizer
         onnx.save(model, str(plain))
-        out = Path(tmp) / ONNX_FILE
+        out = stage / ONNX_FILE
         if calibration:
             methods = {"minmax", "percentile", "entropy"}
             if method not in methods:
@@ -181,11 +174,12 @@ def ort_quantize(src_dir: str | Path, out_dir: str | Path, parity_pairs: Pairs, 
             quantize_dynamic(str(plain), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
                              reduce_range=reduce_range, nodes_to_exclude=exclude,
                              op_types_to_quantize=["MatMul", "Gemm"])
+        for f in [*src_dir.glob("tokenizer*"), src_dir / "config.json"]:
+            if f.exists():
+                shutil.copy(f, stage / f.name)
+        card.save(stage)
         reference = OrtScorer(src_dir).score(queries, titles)
-        for f in src_dir.glob("tokenizer*"):
-            shutil.copy(f, Path(tmp) / f.name)
-        card.save(tmp)
-        scores = OrtScorer(tmp).score(queries, titles)
+        scores = OrtScorer(stage).score(queries, titles)
         kind = "static QDQ int8" if calibration else "dynamic int8"
         result = check_parity(reference, scores, f"the ORT {kind} graph", None, min_spearman)
         card.add_step("quantize", scheme="ort-int8-static" if calibration else "ort-int8-dynamic",
@@ -193,7 +187,7 @@ def ort_quantize(src_dir: str | Path, out_dir: str | Path, parity_pairs: Pairs, 
                               "method": method if calibration else None, "calibration_size": len(calibration),
                               "exclude_blocks": list(exclude_blocks), "excluded_nodes": len(exclude)},
                       parity_vs_float_graph=result)
-        _write_folder(Path(out_dir), out, src_dir, card, src_dir / "config.json", overwrite)
+        card.save(stage)
     return result
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from leanrank.core.errors import LeanrankError
-from leanrank.core.io import write_json
+from leanrank.core.io import load_safetensors_dir, write_json
 from leanrank.models.cross_encoder import CrossEncoder, autocast, pick_device
 from leanrank.train.batching import epoch_batches
 from leanrank.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -239,13 +239,8 @@ def fit(
     barrier(info)
     best_dir = out / "best"
     if st["best_step"] is not None and best_dir.exists():
-        from safetensors.torch import load_file
-
         # the saved tensors straight into this model: works for any module structure (QAT too)
-        state = {}
-        for f in sorted(best_dir.glob("*.safetensors")):
-            state.update(load_file(str(f), device=str(dev)))
-        model.model.load_state_dict(state)
+        model.model.load_state_dict(load_safetensors_dir(best_dir, device=str(dev)))
     record = {
         "config": asdict(config), "world_size": info.world_size, "device": str(dev),
         "steps": st["step"], "epochs_done": st["epoch"], "best_step": st["best_step"],
