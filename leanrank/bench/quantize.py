@@ -100,7 +100,7 @@ def build_variants(teacher_dir: Path, splits, work: Path, valid_queries: int, qa
                  overwrite=True, min_spearman=min(min_spearman, 0.9))
     plan = _mixed(onnx_dir, work / "ort-int8-mixed", splits, 0.005, valid_queries, parity, True, True, log)
     for name in ("ort-int8-dynamic", "ort-int8-static", "ort-int8-mixed"):
-        extra = {"float_blocks": plan["float_blocks"]} if name.endswith("mixed") else {}
+        extra = {"float_blocks": plan["float_blocks"], "mixed_plan": plan} if name.endswith("mixed") else {}
         out.append(Variant(name, "variant", "onnxruntime", load_scorer(work / name), work / name, extra=extra))
 
     log("torch schemes ...")
