@@ -7,7 +7,7 @@ LEANRANK_DATA ?= ../shared/data
 export LEANRANK_DATA
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test bench bench-quantize lint clean
+.PHONY: demo test bench bench-quantize bench-prune lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench: $(STAMP) $(TEACHER)
 bench-quantize: $(STAMP) $(TEACHER)
 	$(PY) -m leanrank.bench.quantize --teacher runs/teacher-homedepot-2/model --data-dir $(LEANRANK_DATA) \
 		--out benchmarks/results/homedepot-quantize
+
+bench-prune: $(STAMP) $(TEACHER)
+	$(PY) -m leanrank.bench.prune --teacher runs/teacher-homedepot-2/model --data-dir $(LEANRANK_DATA) \
+		--out benchmarks/results/homedepot-prune
 
 $(TEACHER):
 	$(MAKE) teacher

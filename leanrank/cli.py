@@ -140,6 +140,54 @@ def quantize_cmd(
                    min_spearman=min_spearman, overwrite=overwrite, log=typer.echo)
 
 
+@app.command("prune")
+def prune_cmd(
+    model: Path = typer.Argument(..., help="Float cross-encoder folder."),
+    out: Path = typer.Option(..., help="Folder to write (refused if it exists, unless --overwrite)."),
+    target: str = typer.Option("ffn", help="ffn, heads, layers or unstructured"),
+    amount: float = typer.Option(0.5, help="Fraction of the target's units to remove."),
+    criterion: str = typer.Option("magnitude", help="magnitude, taylor or activation"),
+    scope: str = typer.Option("layer", help="layer (same fraction per layer) or global"),
+    heads_amount: float = typer.Option(0.0, help="Also remove this fraction of heads (after --target)."),
+    stages: int = typer.Option(1, help="Gradual pruning: cubic schedule over this many stages."),
+    steps: int = typer.Option(0, help="Fine-tuning steps in all (split over the stages)."),
+    lr: float = typer.Option(3e-5, help="Fine-tuning learning rate."),
+    dataset: str = typer.Option("synthetic", help="Calibration (train) and validation data."),
+    data_dir: Path | None = DataDir,
+    calibration_size: int = typer.Option(256, help="Calibration pairs for taylor/activation."),
+    valid_queries: int = typer.Option(150, help="Validation queries."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+) -> None:
+    """Prune heads / FFN neurons / layers physically (or single weights), optionally fine-tuning."""
+    from leanrank.cli_prune import prune_model
+
+    prune_model(model, out, dataset, data_dir, target=target, amount=amount, criterion=criterion, scope=scope,
+                heads_amount=heads_amount, stages=stages, steps=steps, lr=lr, calibration_size=calibration_size,
+                valid_queries=valid_queries, overwrite=overwrite, log=typer.echo)
+
+
+@app.command("factorize")
+def factorize_cmd(
+    model: Path = typer.Argument(..., help="Float cross-encoder folder."),
+    out: Path = typer.Option(..., help="Folder to write (refused if it exists, unless --overwrite)."),
+    param_ratio: float = typer.Option(0.5, help="Keep this fraction of the encoder's Linear weights."),
+    energy: float | None = typer.Option(None, help="Instead: per-layer retained spectral energy (0..1)."),
+    embedding_rank: int | None = typer.Option(None, help="Also factorize word embeddings to this rank."),
+    steps: int = typer.Option(0, help="Fine-tuning steps after factorization."),
+    lr: float = typer.Option(3e-5, help="Fine-tuning learning rate."),
+    dataset: str = typer.Option("synthetic", help="Validation / fine-tuning data."),
+    data_dir: Path | None = DataDir,
+    valid_queries: int = typer.Option(150, help="Validation queries."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+) -> None:
+    """Truncated-SVD factorization of Linear layers (and embeddings), optionally fine-tuning."""
+    from leanrank.cli_prune import factorize_model
+
+    factorize_model(model, out, dataset, data_dir, param_ratio=param_ratio, energy=energy,
+                    embedding_rank=embedding_rank, steps=steps, lr=lr, valid_queries=valid_queries,
+                    overwrite=overwrite, log=typer.echo)
+
+
 @app.command("export")
 def export_cmd(
     model: Path = typer.Argument(..., help="Float cross-encoder folder."),

@@ -284,15 +284,17 @@ def is_quantized(card) -> bool:
 def load_quantized(path: str | Path):
     """Rebuild a quantized cross-encoder saved by ``CrossEncoder.save``: the float skeleton from
     its config, the recorded module swaps, then the saved tensors (safetensors, strict)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from leanrank.models.card import ModelCard
-    from leanrank.models.cross_encoder import CrossEncoder
+    from leanrank.models.cross_encoder import CrossEncoder, build_skeleton
+    from leanrank.models.structure import recorded_structure, unpack_sparse
 
     path = Path(path)
     card = ModelCard.load(path, kind="cross-encoder")
     config = AutoConfig.from_pretrained(path)
-    model = CrossEncoder(AutoModelForSequenceClassification.from_config(config), AutoTokenizer.from_pretrained(path), card)
+    skeleton = build_skeleton(config, recorded_structure(card.steps))
+    model = CrossEncoder(skeleton, AutoTokenizer.from_pretrained(path), card)
     for step in card.steps:
         if step.get("step") != "quantize":
             continue
@@ -304,7 +306,7 @@ def load_quantized(path: str | Path):
                 raise LeanrankError(f"{path}: leanrank.json records a quantization that does not match "
                                     f"the model ({fqn}: {cls_name}: {exc})") from exc
             set_module(root, fqn, skeleton)
-    missing, unexpected = model.model.load_state_dict(load_safetensors_dir(path), strict=False)
+    missing, unexpected = model.model.load_state_dict(unpack_sparse(load_safetensors_dir(path)), strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise LeanrankError(f"{path}: saved tensors do not match the recorded quantization "

@@ -21,8 +21,17 @@ import torch
 
 from leanrank.core.batching import score_in_batches
 from leanrank.core.errors import LeanrankError
+from leanrank.core.io import load_safetensors_dir
 from leanrank.models.card import ModelCard
 from leanrank.models.defaults import offline, quiet_transformers, resolve_model_path
+from leanrank.models.structure import (
+    apply_structure,
+    encoder_layers,
+    pack_sparse,
+    recorded_structure,
+    set_encoder_layers,
+    unpack_sparse,
+)
 
 offline()
 
@@ -90,7 +99,12 @@ class CrossEncoder(torch.nn.Module):
         config = AutoConfig.from_pretrained(path)
         fresh = config.num_labels != 1 or not (path / "leanrank.json").exists()
         config.num_labels = 1
-        model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
+        structure = recorded_structure(card.steps)
+        if structure is not None or card_is_sparse(card):
+            model = build_skeleton(config, structure)
+            load_state_strict(model, unpack_sparse(load_safetensors_dir(path)), path)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
         tokenizer = AutoTokenizer.from_pretrained(path)
         if fresh:
             card = ModelCard(kind="cross-encoder", parent=str(name_or_path or "minilm-l6"))
@@ -109,15 +123,29 @@ class CrossEncoder(torch.nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(tokenizer_path))
         return cls(model, tokenizer, ModelCard(kind="cross-encoder", parent="random-init"))
 
-    def save(self, directory: str | Path) -> Path:
-        """Write HF files + leanrank.json into a temp folder, then rename it into place."""
+    def save(self, directory: str | Path, sparse: bool = False) -> Path:
+        """Write HF files + leanrank.json into a temp folder, then rename it into place.
+
+        ``sparse=True`` stores mostly-zero weight matrices as values + bit mask (see
+        ``pack_sparse``; smaller on disk, dense again once loaded)."""
         directory = Path(directory)
         tmp = directory.with_name(f".{directory.name}.tmp")
         if tmp.exists():
             _rmtree(tmp)
         self.model.save_pretrained(tmp, safe_serialization=True)
+        if sparse:
+            from safetensors.torch import load_file, save_file
+
+            for f in list(tmp.glob("*.safetensors")):
+                save_file(pack_sparse(load_file(str(f))), str(f), metadata={"format": "pt"})
         self.tokenizer.save_pretrained(tmp)
-        self.card.save(tmp)
+        card = self.card
+        if sparse:
+            import copy
+
+            card = copy.deepcopy(self.card)
+            card.add_step("store", storage="sparse")
+        card.save(tmp)
         old = directory.with_name(f".{directory.name}.old")
         if directory.exists():
             directory.rename(old)
@@ -182,10 +210,30 @@ def encode_pairs(tokenizer, queries: Sequence[str], titles: Sequence[str], max_l
                      padding=True, pad_to_multiple_of=8, return_tensors=tensors)
 
 
+def build_skeleton(config, structure: dict | None) -> PreTrainedModel:
+    """An HF model from ``config`` reshaped to a recorded structure (weights to be loaded next)."""
+    model = AutoModelForSequenceClassification.from_config(config)
+    if structure:
+        apply_structure(model, structure)
+    return model
+
+
+def load_state_strict(model: torch.nn.Module, state: dict, path) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise LeanrankError(f"{path}: saved tensors do not match the structure recorded in leanrank.json "
+                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def card_is_sparse(card: ModelCard) -> bool:
+    return any(s.get("storage") == "sparse" for s in card.steps)
+
+
 def keep_layers(model: PreTrainedModel, num_layers: int, pick: str = "spread") -> list[int]:
     """Keep ``num_layers`` encoder layers: evenly spaced with the last (``spread``) or the
     bottom ones (``first``); returns the kept layer ids."""
-    layers = _encoder_layers(model)
+    layers = encoder_layers(model)
     n = len(layers)
     if not 1 <= num_layers <= n:
         raise LeanrankError(f"num_layers must be in 1..{n}, got {num_layers}")
@@ -196,22 +244,8 @@ def keep_layers(model: PreTrainedModel, num_layers: int, pick: str = "spread") -
         keep = [n - 1]
     if pick == "first":
         keep = list(range(num_layers))
-    new = torch.nn.ModuleList([layers[i] for i in keep])
-    _set_encoder_layers(model, new)
-    model.config.num_hidden_layers = len(keep)
+    set_encoder_layers(model, torch.nn.ModuleList([layers[i] for i in keep]))
     return keep
-
-
-def _encoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
-    base = getattr(model, model.base_model_prefix)
-    try:
-        return base.encoder.layer
-    except AttributeError as exc:
-        raise LeanrankError(f"cannot find encoder layers in {type(model).__name__}") from exc
-
-
-def _set_encoder_layers(model: PreTrainedModel, layers: torch.nn.ModuleList) -> None:
-    getattr(model, model.base_model_prefix).encoder.layer = layers
 
 
 def _rmtree(path: Path) -> None:

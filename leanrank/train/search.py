@@ -88,3 +88,30 @@ def train_search(
         model.save(out / "model")
         write_json(out / "run.json", record)
     return model, record
+
+
+def fine_tune(
+    model: CrossEncoder,
+    splits: dict[str, SearchDataset],
+    run_dir: str | Path,
+    steps: int,
+    lr: float = 3e-5,
+    valid_queries: int | None = 150,
+    evals: int = 2,
+    seed: int = 3,
+    progress: bool = True,
+    examples: list | None = None,
+    validate=None,
+) -> dict:
+    """A short recovery fine-tune after compression (pruning, factorization, QAT): ``steps``
+    optimizer steps on the train split, validated ``evals`` times, best weights kept. The
+    caller's hooks (e.g. ``freeze_zeros_``) stay active; returns the ``fit`` record.
+    ``examples``/``validate`` may be passed in when several models are tuned on the same data."""
+    train, valid = splits["train"], splits["valid"]
+    if examples is None:
+        examples = build_examples(train, BM25Index.build(train.titles), seed=seed)
+    config = TrainConfig(lr=lr, max_steps=steps, eval_every=max(1, steps // max(evals, 1)), warmup_ratio=0.06,
+                         seed=seed, patience=evals + 1)
+    if validate is None:
+        validate = rerank_validator(valid, BM25Index.build(valid.titles), valid_queries)
+    return fit(model, examples, config, run_dir, validate=validate, progress=progress)

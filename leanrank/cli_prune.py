@@ -1,0 +1,119 @@
+"""What ``leanrank prune`` and ``leanrank factorize`` run: data → calibration → verb → fine-tune → folder.
+
+Calibration triples (query, title, target) come from the train split, judged pairs plus sampled
+negatives; fine-tuning uses ``leanrank.train.search.fine_tune`` (best validation NDCG@10 kept).
+Gradual pruning (``stages > 1``) follows the cubic schedule, fine-tuning ``steps // stages``
+steps after each stage and tracking validation NDCG@10 per stage.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+
+from leanrank.cli_compress import _refuse_existing
+from leanrank.core.errors import LeanrankError
+
+
+def _setup(model_dir: Path, dataset: str, data_dir, calibration_size: int, valid_queries: int):
+    from leanrank.data.registry import load_search_dataset
+    from leanrank.models.bm25 import BM25Index
+    from leanrank.models.cross_encoder import CrossEncoder
+    from leanrank.train.examples import build_examples
+    from leanrank.train.search import rerank_validator
+
+    if (Path(model_dir) / "model.onnx").exists():
+        raise LeanrankError(f"{model_dir} is an ONNX folder; prune or factorize the torch model, then export")
+    model = CrossEncoder.from_pretrained(model_dir)
+    splits = load_search_dataset(dataset, data_dir).split()
+    train = splits["train"]
+    examples = build_examples(train, BM25Index.build(train.titles), seed=4)
+    sample = random.Random(4).sample(examples, min(calibration_size, len(examples)))
+    calibration = tuple((e.query, e.title, e.target) for e in sample)
+    validate = rerank_validator(splits["valid"], BM25Index.build(splits["valid"].titles), valid_queries)
+    return model, splits, examples, calibration, validate
+
+
+def _tune(model, splits, examples, validate, steps: int, lr: float, log) -> dict | None:
+    if steps <= 0:
+        return None
+    from leanrank.train.search import fine_tune
+
+    with tempfile.TemporaryDirectory(prefix="leanrank-tune-") as run_dir:
+        record = fine_tune(model, splits, run_dir, steps, lr, examples=examples, validate=validate)
+    log(f"fine-tuned {record['steps']} steps: best validation NDCG@10 {record.get('best_ndcg@10')}")
+    return {"steps": record["steps"], "lr": lr, "best_valid_ndcg@10": record.get("best_ndcg@10")}
+
+
+def prune_model(model_dir: Path, out: Path, dataset: str, data_dir, *, target: str = "ffn", amount: float = 0.5,
+                criterion: str = "magnitude", scope: str = "layer", heads_amount: float = 0.0, stages: int = 1,
+                steps: int = 0, lr: float = 3e-5, calibration_size: int = 256, valid_queries: int = 150,
+                overwrite: bool = False, log=print) -> dict:
+    """Prune ``model_dir`` (optionally gradually, optionally also heads) and write ``out``."""
+    from leanrank.compress.prune import (
+        PruneConfig,
+        count_params,
+        cubic_schedule,
+        freeze_zeros_,
+        prune_,
+        stage_amount,
+    )
+
+    _refuse_existing(out, overwrite)
+    if stages < 1:
+        raise LeanrankError(f"--stages must be >= 1, got {stages}")
+    PruneConfig(target=target, amount=amount, criterion="magnitude", scope=scope)   # validate before loading data
+    model, splits, examples, calibration, validate = _setup(model_dir, dataset, data_dir, calibration_size, valid_queries)
+    cal = calibration if criterion != "magnitude" else ()
+    before = count_params(model.model)
+    log(f"float validation NDCG@10: {validate(model)['ndcg@10']:.4f}")
+    history, done, handles = [], 0.0, []
+    for stage, level in enumerate(cubic_schedule(amount, stages), 1):
+        step_amount = level if target == "unstructured" else stage_amount(done, level)
+        if step_amount > 0:
+            report = prune_(model, PruneConfig(target=target, amount=step_amount, criterion=criterion, scope=scope,
+                                               calibration=cal))
+            if report.masks:
+                for h in handles:
+                    h.remove()
+                handles = freeze_zeros_(model.model, report.masks)
+        done = level
+        if heads_amount and stage == stages and target != "heads":
+            prune_(model, PruneConfig(target="heads", amount=heads_amount, criterion=criterion, calibration=cal))
+        tuned = _tune(model, splits, examples, validate, steps // stages, lr, log)
+        metric = validate(model)["ndcg@10"]
+        history.append({"stage": stage, "amount": round(level, 4), "params": count_params(model.model, nonzero=True),
+                        "valid_ndcg@10": metric, "fine_tune": tuned})
+        log(f"stage {stage}/{stages}: {target} {level:.1%} removed, validation NDCG@10 {metric:.4f}")
+    for h in handles:
+        h.remove()
+    model.card.steps[-1]["history"] = history
+    model.save(out, sparse=target == "unstructured")
+    after = count_params(model.model, nonzero=True)
+    log(f"ok {out}: {before:,} → {after:,} parameters ({after / before:.1%})")
+    return {"params_before": before, "params_after": after, "history": history}
+
+
+def factorize_model(model_dir: Path, out: Path, dataset: str, data_dir, *, param_ratio: float | None = 0.5,
+                    energy: float | None = None, embedding_rank: int | None = None, steps: int = 0,
+                    lr: float = 3e-5, valid_queries: int = 150, overwrite: bool = False, log=print) -> dict:
+    """Low-rank factorize ``model_dir`` (then optionally fine-tune) and write ``out``."""
+    from leanrank.compress.factorize import FactorizeConfig, factorize_
+
+    _refuse_existing(out, overwrite)
+    config = FactorizeConfig(energy=energy, param_ratio=None if energy is not None else param_ratio,
+                             embedding_rank=embedding_rank)
+    model, splits, examples, _, validate = _setup(model_dir, dataset, data_dir, 0, valid_queries)
+    base = validate(model)["ndcg@10"]
+    report = factorize_(model, config)
+    factored = validate(model)["ndcg@10"]
+    log(f"factorized {len(report.ranks)} modules ({len(report.skipped)} kept dense): Linear weights "
+        f"{report.linear_params_before:,} → {report.linear_params_after:,}; validation NDCG@10 {base:.4f} → {factored:.4f}")
+    tuned = _tune(model, splits, examples, validate, steps, lr, log)
+    final = validate(model)["ndcg@10"] if tuned else factored
+    model.card.steps[-1].update({"valid_ndcg@10": {"before": base, "factorized": factored, "final": final},
+                                 "fine_tune": tuned})
+    model.save(out)
+    log(f"ok {out}: validation NDCG@10 {final:.4f} (float {base:.4f})")
+    return {**report.summary(), "valid_ndcg@10": {"before": base, "factorized": factored, "final": final}}
