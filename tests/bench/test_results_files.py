@@ -35,3 +35,18 @@ def test_teacher_file_bar_fields_match_rows():
     assert doc["bar"]["teacher_rmse"] == pytest.approx(teacher["rmse"])
     precisions = {t["precision"] for t in doc["training"]["throughput"]}
     assert {"fp32", "bf16"} <= precisions
+
+
+def test_prune_file_bars_match_rows():
+    path = RESULTS / "homedepot-prune.json"
+    if not path.exists():
+        pytest.skip("homedepot-prune.json not produced yet (make bench-prune)")
+    from leanrank.bench.prune import bars
+
+    doc = json.loads(path.read_text())
+    assert doc["bar"] == bars(doc["rows"])
+    rows = {r["name"]: r for r in doc["rows"]}
+    for criterion in ("magnitude", "taylor", "activation"):     # each criterion before and after tuning
+        assert rows[f"struct-{criterion}"]["params"] == rows[f"struct-{criterion}-ft"]["params"]
+        assert rows[f"struct-{criterion}"]["params"] < rows["teacher-fp32"]["params"]
+    assert rows["unstructured-50-magnitude"]["size_mb"] < rows["teacher-fp32"]["size_mb"]
