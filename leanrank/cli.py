@@ -188,6 +188,48 @@ def factorize_cmd(
                     overwrite=overwrite, log=typer.echo)
 
 
+@app.command("distill")
+def distill_cmd(
+    teacher: Path = typer.Argument(..., help="Float cross-encoder teacher folder."),
+    out: Path = typer.Option(..., help="Run folder: transfer/ (cached teacher scores), run/, model/."),
+    config: Path | None = typer.Option(None, "--config", help="YAML with student/distill/transfer/stages."),
+    layers: int | None = typer.Option(None, help="Student layers (default 2)."),
+    hidden: int | None = typer.Option(None, help="Student hidden size (multiple of the head size)."),
+    intermediate: int | None = typer.Option(None, help="Student FFN width."),
+    losses: str | None = typer.Option(None, help="Score losses, e.g. listwise=1,margin_mse=0.5 "
+                                      "(listwise, margin_mse, mse, soft, hard)."),
+    temperature: float | None = typer.Option(None, help="Temperature of the listwise/soft losses."),
+    hidden_weight: float | None = typer.Option(None, help="Hidden-state MSE weight (intermediate layers)."),
+    attention_weight: float | None = typer.Option(None, help="Attention KL weight."),
+    multitask: float | None = typer.Option(None, help="Joint regression + 3-class head weight."),
+    curriculum: bool | None = typer.Option(None, "--curriculum/--no-curriculum", help="Easy → hard candidates."),
+    steps: int | None = typer.Option(None, help="Optimizer steps per stage."),
+    lr: float | None = typer.Option(None, help="Learning rate."),
+    transfer_queries: int | None = typer.Option(None, help="Training queries scored by the teacher."),
+    dense: int | None = typer.Option(None, help="Dense-recall candidates per query (0 = none)."),
+    dataset: str = typer.Option("synthetic", help="synthetic, homedepot or a relevance file"),
+    data_dir: Path | None = DataDir,
+    valid_queries: int = typer.Option(150, help="Validation queries."),
+    device: str | None = None,
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model/."),
+) -> None:
+    """Distil a teacher into a smaller student (runs under `torchrun --nproc_per_node N` too)."""
+    from leanrank.cli_distill import distill_model, parse_losses
+
+    def given(**kw):
+        return {k: v for k, v in kw.items() if v is not None}
+
+    student = given(num_layers=layers, hidden_size=hidden, intermediate_size=intermediate)
+    flags = {**parse_losses(losses), **given(temperature=temperature, hidden=hidden_weight,
+                                             attention=attention_weight, multitask=multitask,
+                                             curriculum=curriculum, steps=steps, lr=lr)}
+    transfer = given(max_queries=transfer_queries, dense=dense)
+    distill_model(teacher, out, dataset, data_dir, config, student_flags=student, distill_flags=flags,
+                  transfer_flags=transfer, valid_queries=valid_queries, resume=resume, overwrite=overwrite,
+                  device=device, log=typer.echo)
+
+
 @app.command("export")
 def export_cmd(
     model: Path = typer.Argument(..., help="Float cross-encoder folder."),

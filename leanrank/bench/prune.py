@@ -24,6 +24,7 @@ from leanrank.bench.quantize import Variant, measure_speed
 from leanrank.bench.report import write_results
 from leanrank.compress.factorize import FactorizeConfig, factorize_
 from leanrank.compress.prune import PruneConfig, count_params, prune_
+from leanrank.compress.quantize import is_quantized
 from leanrank.core.machine import machine_info, versions
 from leanrank.data.registry import load_search_dataset
 from leanrank.eval.memory import peak_rss_mb
@@ -130,31 +131,7 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_que
     work.mkdir(parents=True, exist_ok=True)
     variants = build_variants(Path(teacher_dir), splits, work, steps, lr, valid_queries, log)
 
-    rows, ref = [], None
-    for v in variants:
-        log(f"quality: {v.name} ...")
-        row, result = evaluate_scorer(v.name, v.role, v.scorer, ds, tasks, v.scorer.predict_labels)
-        flat = np.concatenate(result.scores)
-        ref = flat if ref is None else ref
-        row.update({"backend": v.backend, "quality_queries": len(tasks), "spearman_vs_teacher": spearman(ref, flat),
-                    "params": count_params(v.scorer.model, nonzero=True),
-                    "linear_params": linear_params(v.scorer, nonzero=True), "flops_per_pair": flops_per_pair(v.scorer)})
-        rows.append(row)
-
-    rng = random.Random(0)
-    pairs = [(t.query, ds.titles[p]) for t in rng.sample(tasks, min(40, len(tasks))) for p in t.product_ids]
-    lists = [(t.query, [ds.titles[p] for p in t.product_ids]) for t in rng.sample(tasks, min(20, len(tasks)))]
-    measure_speed(variants, rng.sample(pairs, min(1024, len(pairs))), lists, repeats, log)
-
-    log("size and peak RSS (one fresh process per variant) ...")
-    for v, row in zip(variants, rows):
-        row.update(v.extra)
-        row["size_mb"] = model_size(v.folder)["size_mb"]
-        row["peak_rss_mb"] = round(peak_rss_mb(v.folder), 1)
-    teacher_row = rows[0]
-    for row in rows:
-        row.update({"ndcg_vs_teacher": row["ndcg@10"] / teacher_row["ndcg@10"],
-                    "speedup": row["pairs_per_s"] / teacher_row["pairs_per_s"]})
+    rows = measure_rows(variants, ds, tasks, repeats, log)
     doc = {
         "command": "make bench-prune  # = python -m leanrank.bench.prune " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "dataset": dataset, "split": "test", "columns": list(COLUMNS),
@@ -172,6 +149,39 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_que
     }
     write_results(out, doc)
     return doc
+
+
+def measure_rows(variants: list[Variant], ds, tasks, repeats: int, log) -> list[dict]:
+    """Quality on ``tasks``, agreement with the first variant (the teacher), params/FLOPs for torch
+    models, interleaved throughput, size on disk and peak RSS; ratios to the first row."""
+    rows, ref = [], None
+    for v in variants:
+        log(f"quality: {v.name} ...")
+        row, result = evaluate_scorer(v.name, v.role, v.scorer, ds, tasks, getattr(v.scorer, "predict_labels", None))
+        flat = np.concatenate(result.scores)
+        ref = flat if ref is None else ref
+        row.update({"backend": v.backend, "quality_queries": len(tasks), "spearman_vs_teacher": spearman(ref, flat)})
+        if isinstance(v.scorer, CrossEncoder) and not is_quantized(v.scorer.card):
+            row.update({"params": count_params(v.scorer.model, nonzero=True),
+                        "linear_params": linear_params(v.scorer, nonzero=True),
+                        "flops_per_pair": flops_per_pair(v.scorer)})
+        rows.append(row)
+
+    rng = random.Random(0)
+    pairs = [(t.query, ds.titles[p]) for t in rng.sample(tasks, min(40, len(tasks))) for p in t.product_ids]
+    lists = [(t.query, [ds.titles[p] for p in t.product_ids]) for t in rng.sample(tasks, min(20, len(tasks)))]
+    measure_speed(variants, rng.sample(pairs, min(1024, len(pairs))), lists, repeats, log)
+
+    log("size and peak RSS (one fresh process per variant) ...")
+    for v, row in zip(variants, rows):
+        row.update(v.extra)
+        row["size_mb"] = model_size(v.folder)["size_mb"]
+        row["peak_rss_mb"] = round(peak_rss_mb(v.folder), 1)
+    teacher_row = rows[0]
+    for row in rows:
+        row.update({"ndcg_vs_teacher": row["ndcg@10"] / teacher_row["ndcg@10"],
+                    "speedup": row["pairs_per_s"] / teacher_row["pairs_per_s"]})
+    return rows
 
 
 def bars(rows: list[dict]) -> dict:
