@@ -81,6 +81,39 @@ def train_search_cmd(
     typer.echo(f"model: {out / 'model'}  best valid {config.metric}: {record.get('best_' + config.metric)}")
 
 
+@train_app.command("rec")
+def train_rec_cmd(
+    dataset: str = typer.Option("synthetic", help="beauty, sports, synthetic or an interactions file"),
+    data_dir: Path | None = DataDir,
+    out: Path = typer.Option(..., help="Run folder (checkpoint, run.json, tb/, best/, model/)."),
+    variant: str = typer.Option("sasrec", help="sasrec (causal) or bert4rec (bidirectional, masked)"),
+    layers: int = 2, hidden: int = 64, heads: int = 2, max_len: int = 50, dropout: float = 0.2,
+    loss: str = typer.Option("full", help="full softmax, or sampled (log-Q corrected)"),
+    negatives: int = typer.Option(256, help="Sampled softmax: negatives per batch."),
+    attributes: bool = typer.Option(True, "--attributes/--no-attributes", help="Attribute side information."),
+    titles: bool = typer.Option(False, "--titles/--no-titles", help="Frozen MiniLM title embeddings."),
+    attribute_loss_weight: float = typer.Option(0.0, help="Multi-task attribute prediction loss weight."),
+    epochs: int = 200, lr: float = 1e-3, batch_size: int = 128,
+    max_steps: int | None = None, max_seconds: float | None = None,
+    eval_every: int | None = typer.Option(None, help="Validate every N steps (default: each epoch)."),
+    patience: int = 5, valid_users: int | None = typer.Option(None, help="Validate on N users."),
+    precision: str = typer.Option("fp32", help="fp32 or bf16 (autocast)"),
+    seed: int = 0, device: str | None = None,
+    resume: bool = typer.Option(False, "--resume", help="Continue from out/checkpoint.pt."),
+) -> None:
+    """Train a SASRec/BERT4Rec next-item recommender; prints valid/test HR and NDCG (full ranking)."""
+    from leanrank.cli_rec import train_rec_command
+
+    model_flags = dict(variant=variant, layers=layers, hidden=hidden, heads=heads, max_len=max_len,
+                       dropout=dropout, loss=loss, n_negatives=negatives,
+                       attribute_loss_weight=attribute_loss_weight)
+    train_flags = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_steps=max_steps, max_seconds=max_seconds,
+                       eval_every=eval_every, patience=patience, valid_users=valid_users, precision=precision,
+                       seed=seed)
+    train_rec_command(dataset, data_dir, out, model_flags, train_flags, attributes=attributes, titles=titles,
+                      resume=resume, device=device, log=typer.echo)
+
+
 @train_app.command("calibrate")
 def train_calibrate_cmd(
     model: Path = typer.Argument(..., help="Cross-encoder model dir (updated in place, atomically)."),
