@@ -91,8 +91,8 @@ def _summary(record: dict) -> dict:
 
 
 def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_queries: int = 150,
-        valid_queries: int = 100, steps: int = 600, main_steps: int = 3000, transfer_queries: int = 3000,
-        repeats: int = 5, dataset: str = "homedepot", log=print) -> dict:
+        valid_queries: int = 100, steps: int = 400, main_steps: int = 6000, transfer_queries: int = 3000,
+        lr: float = 3e-4, repeats: int = 5, dataset: str = "homedepot", log=print) -> dict:
     t_start = time.perf_counter()
     full = load_search_dataset(dataset, data_dir)
     splits = full.split()
@@ -106,14 +106,15 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_que
                               teacher_name=str(teacher_dir), progress=False, log=log)
     log(f"transfer: {len(transfer.lists)} lists, {transfer.pairs:,} teacher-scored pairs")
     validate = rerank_validator(splits["valid"], BM25Index.build(splits["valid"].titles), valid_queries)
-    base = DistillConfig(steps=steps, eval_every=max(steps // 3, 1))
+    base = DistillConfig(steps=steps, eval_every=max(steps // 3, 1), lr=lr)
 
     variants = [Variant("teacher-fp32", "teacher", "torch", teacher, Path(teacher_dir))]
     peer = copy.deepcopy(teacher)
     peer.model = torch.ao.quantization.quantize_dynamic(peer.model, {torch.nn.Linear}, dtype=torch.qint8)
     (work / "torch-peer").mkdir(exist_ok=True)
     torch.save(peer.model.state_dict(), work / "torch-peer" / "model.pt")
-    variants.append(Variant("peer-torch-quantize_dynamic", "peer", "torch", peer, work / "torch-peer"))
+    variants.append(Variant("peer-torch-quantize_dynamic", "peer", "torch", peer, work / "torch-peer",
+                            rss_peer="torch-dynamic"))
     parity = splits["valid"].sample_pairs(256, seed=1)
     if not (work / "teacher-onnx" / "model.onnx").exists():
         export_onnx(teacher, work / "teacher-onnx", parity, overwrite=True)
@@ -136,19 +137,19 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_que
     log(f"main student: {chosen} (best validation NDCG@10 of the ablation), {main_steps} steps")
     student, record = train_student("student", teacher, transfer, main_config, work, validate, log)
     info = {"chosen_by_validation": chosen, "distill": asdict(main_config), **_summary(record)}
-    variants.append(Variant("student-fp32", "variant", "torch", student, work / "student", extra=info))
+    variants.append(Variant("student-fp32", "variant", "torch", student, work / "student", extra=dict(info)))
     if not (work / "student-onnx" / "model.onnx").exists():
         export_onnx(student, work / "student-onnx", parity, overwrite=True)
     variants.append(Variant("student-ort-fp32", "variant", "onnxruntime", load_scorer(work / "student-onnx"),
-                            work / "student-onnx", extra=info))
+                            work / "student-onnx", extra=dict(info)))
     ort_quantize(work / "student-onnx", work / "student-ort-int8", parity, overwrite=True, min_spearman=0.95)
     variants.append(Variant("student-ort-int8-dynamic", "variant", "onnxruntime",
-                            load_scorer(work / "student-ort-int8"), work / "student-ort-int8", extra=info))
+                            load_scorer(work / "student-ort-int8"), work / "student-ort-int8", extra=dict(info)))
     q8 = copy.deepcopy(student)
     quantize_(q8, DynamicInt8Config())
     q8.save(work / "student-torch-int8")
     variants.append(Variant("student-torch-int8-dynamic", "variant", "torch", load_scorer(work / "student-torch-int8"),
-                            work / "student-torch-int8", extra=info))
+                            work / "student-torch-int8", extra=dict(info)))
 
     rows = measure_rows(variants, ds, tasks, repeats, log)
     doc = {
@@ -197,8 +198,9 @@ if __name__ == "__main__":
     parser.add_argument("--work", type=Path, default=Path("runs/distill-bench"))
     parser.add_argument("--max-queries", type=int, default=150)
     parser.add_argument("--valid-queries", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--main-steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--main-steps", type=int, default=6000)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--transfer-queries", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dataset", default="homedepot")
@@ -206,4 +208,4 @@ if __name__ == "__main__":
     torch.manual_seed(0)
     torch.set_num_threads(2)
     run(args.teacher, args.data_dir, args.out, args.work, args.max_queries, args.valid_queries, args.steps,
-        args.main_steps, args.transfer_queries, args.repeats, args.dataset)
+        args.main_steps, args.transfer_queries, args.lr, args.repeats, args.dataset)

@@ -161,7 +161,7 @@ def measure_rows(variants: list[Variant], ds, tasks, repeats: int, log) -> list[
         flat = np.concatenate(result.scores)
         ref = flat if ref is None else ref
         row.update({"backend": v.backend, "quality_queries": len(tasks), "spearman_vs_teacher": spearman(ref, flat)})
-        if isinstance(v.scorer, CrossEncoder) and not is_quantized(v.scorer.card):
+        if v.role != "peer" and isinstance(v.scorer, CrossEncoder) and not is_quantized(v.scorer.card):
             row.update({"params": count_params(v.scorer.model, nonzero=True),
                         "linear_params": linear_params(v.scorer, nonzero=True),
                         "flops_per_pair": flops_per_pair(v.scorer)})
@@ -176,7 +176,8 @@ def measure_rows(variants: list[Variant], ds, tasks, repeats: int, log) -> list[
     for v, row in zip(variants, rows):
         row.update(v.extra)
         row["size_mb"] = model_size(v.folder)["size_mb"]
-        row["peak_rss_mb"] = round(peak_rss_mb(v.folder), 1)
+        # a peer built in memory (torch quantize_dynamic) is rebuilt from the teacher folder in the probe
+        row["peak_rss_mb"] = round(peak_rss_mb(variants[0].folder if v.rss_peer else v.folder, v.rss_peer), 1)
     teacher_row = rows[0]
     for row in rows:
         row.update({"ndcg_vs_teacher": row["ndcg@10"] / teacher_row["ndcg@10"],

@@ -40,7 +40,8 @@ from leanrank.core.io import write_json
 from leanrank.models.cross_encoder import CrossEncoder, autocast, pick_device
 from leanrank.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from leanrank.train.distributed import barrier, broadcast_object, init_distributed
-from leanrank.train.fit import _Bar, _schedule, _tensorboard
+from leanrank.train.fit import _schedule
+from leanrank.train.progress import StepBar, tensorboard_writer
 
 EXACT, PARTIAL = 0.75, 0.25     # normalised-gain thresholds of the multi-task classes
 
@@ -196,8 +197,8 @@ def distill(
         set_rng_state(ckpt["rng"])
         rng.setstate((3, tuple(ckpt["sampler"]), None))
         best_state = ckpt.get("best")
-    writer = _tensorboard(out / "tb") if info.is_main else None
-    bar = _Bar(config.steps, st["step"]) if progress and info.is_main else None
+    writer = tensorboard_writer(out / "tb") if info.is_main else None
+    bar = StepBar(config.steps, st["step"]) if progress and info.is_main else None
     out.mkdir(parents=True, exist_ok=True)
     bundle.train()
 

@@ -28,6 +28,7 @@ from leanrank.train.checkpoint import load_checkpoint, rng_state, save_checkpoin
 from leanrank.train.distributed import barrier, broadcast_object, init_distributed
 from leanrank.train.examples import PairExample
 from leanrank.train.losses import LOSSES, compute_loss
+from leanrank.train.progress import StepBar, tensorboard_writer
 
 OPTIMIZERS = ("adamw", "adafactor")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -132,8 +133,8 @@ def fit(
         scheduler.load_state_dict(ckpt["scheduler"])
         st = json.loads(ckpt["state"])
         set_rng_state(ckpt["rng"])
-    writer = _tensorboard(out / "tb") if info.is_main else None
-    bar = _Bar(total, st["step"]) if progress and info.is_main else None
+    writer = tensorboard_writer(out / "tb") if info.is_main else None
+    bar = StepBar(total, st["step"]) if progress and info.is_main else None
 
     def evaluate() -> bool:
         """Validate on rank 0, share the verdict; returns True when training should stop."""
@@ -254,38 +255,3 @@ def fit(
         write_json(out / "run.json", record)
     return record
 
-
-def _tensorboard(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(path))
-
-
-class _Bar:
-    """A rich progress bar over optimizer steps, showing the running loss."""
-
-    def __init__(self, total: int, done: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-        self.task = self.progress.add_task("train", total=total, completed=done, info="")
-        self.loss: float | None = None
-        self.progress.start()
-
-    def advance(self, loss: float) -> None:
-        self.loss = loss if self.loss is None else 0.98 * self.loss + 0.02 * loss
-        self.progress.update(self.task, advance=1, info=f"loss {self.loss:.4f}")
-        task = self.progress.tasks[0]
-        if not self.progress.console.is_terminal and task.completed % 50 == 0:  # logs, CI
-            self.progress.console.print(
-                f"step {task.completed:.0f}/{task.total:.0f} loss {self.loss:.4f} "
-                f"elapsed {task.elapsed or 0:.0f}s", highlight=False)
-
-    def note(self, text: str) -> None:
-        self.progress.console.print(text)
-
-    def stop(self) -> None:
-        self.progress.stop()

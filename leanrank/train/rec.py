@@ -31,6 +31,7 @@ from leanrank.data.sequences import SequenceDataset
 from leanrank.eval.fullrank import evaluate_next_item, item_counts, model_scorer
 from leanrank.models.seqrec import SeqRec
 from leanrank.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from leanrank.train.progress import StepBar, tensorboard_writer
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -146,8 +147,8 @@ def train_rec(
         scheduler.load_state_dict(ckpt["scheduler"])
         st = json.loads(ckpt["state"])
         set_rng_state(ckpt["rng"])
-    writer = _tensorboard(out / "tb")
-    bar = _Bar(total, st["step"]) if progress else None
+    writer = tensorboard_writer(out / "tb")
+    bar = StepBar(total, st["step"], every=200) if progress else None
 
     def evaluate() -> bool:
         """Validate, keep the best weights; True when patience ran out."""
@@ -255,37 +256,3 @@ def _autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
-
-def _tensorboard(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(path))
-
-
-class _Bar:
-    """A rich progress bar over optimizer steps with the running loss (plain lines when not a TTY)."""
-
-    def __init__(self, total: int, done: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-        self.task = self.progress.add_task("train", total=total, completed=done, info="")
-        self.loss: float | None = None
-        self.progress.start()
-
-    def advance(self, loss: float) -> None:
-        self.loss = loss if self.loss is None else 0.98 * self.loss + 0.02 * loss
-        self.progress.update(self.task, advance=1, info=f"loss {self.loss:.4f}")
-        task = self.progress.tasks[0]
-        if not self.progress.console.is_terminal and task.completed % 200 == 0:
-            self.progress.console.print(f"step {task.completed:.0f}/{task.total:.0f} loss {self.loss:.4f} "
-                                        f"elapsed {task.elapsed or 0:.0f}s", highlight=False)
-
-    def note(self, text: str) -> None:
-        self.progress.console.print(text, highlight=False)
-
-    def stop(self) -> None:
-        self.progress.stop()
