@@ -57,3 +57,14 @@ def test_bad_recipes_are_one_line_before_any_work(teacher_dir, tmp_path, yaml_te
     proc = run("distill", str(teacher_dir), "--out", str(tmp_path / "o"), "--config", str(recipe), *flags)
     assert_one_line_error(proc, *words)
     assert not (tmp_path / "o" / "transfer").exists()
+
+
+@pytest.mark.parametrize("name", ["distill-homedepot.yaml", "distill-two-stage.yaml"])
+def test_shipped_recipes_validate(name):
+    from pathlib import Path
+
+    from leanrank.cli_distill import plan, read_config
+
+    stages, transfer = plan(read_config(Path(__file__).resolve().parents[1] / "recipes" / name), {}, {}, {})
+    assert stages[-1][0].hidden_size == 256 and stages[-1][1].steps == 2400
+    assert transfer.max_queries == 3000

@@ -91,7 +91,7 @@ def _summary(record: dict) -> dict:
 
 
 def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_queries: int = 150,
-        valid_queries: int = 100, steps: int = 400, main_steps: int = 6000, transfer_queries: int = 3000,
+        valid_queries: int = 100, steps: int = 400, main_steps: int = 2400, transfer_queries: int = 3000,
         lr: float = 3e-4, repeats: int = 5, dataset: str = "homedepot", log=print) -> dict:
     t_start = time.perf_counter()
     full = load_search_dataset(dataset, data_dir)
@@ -199,7 +199,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-queries", type=int, default=150)
     parser.add_argument("--valid-queries", type=int, default=100)
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--main-steps", type=int, default=6000)
+    parser.add_argument("--main-steps", type=int, default=2400)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--transfer-queries", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=5)
