@@ -45,3 +45,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def torchrun(tmp_path):
+    """``torchrun(script_text)``: run a script under ``torch.distributed.run`` with 2 CPU ranks
+    (gloo, one thread each, free loopback port) and ``tmp_path`` as its only argument."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def run(script: str, timeout: int = 240) -> subprocess.CompletedProcess:
+        path = tmp_path / "ddp_script.py"
+        path.write_text(script)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env.pop("WORLD_SIZE", None)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+               "127.0.0.1", "--master_port", str(port), str(path), str(tmp_path)]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
+                              cwd=Path(__file__).resolve().parents[1])
+
+    return run
