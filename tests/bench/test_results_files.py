@@ -16,7 +16,7 @@ def test_results_file_schema(path):
         assert key in doc, f"{path.name} lacks {key}"
     assert path.with_suffix(".md").exists(), "every results file has its .md"
     for row in doc["rows"]:
-        assert row["role"] in {"teacher", "baseline", "variant", "peer"}
+        assert row["role"] in {"teacher", "baseline", "variant", "peer", "ablation"}  # ablation: one switch each
         assert 0.0 <= row["ndcg@10"] <= 1.0
         assert 0.0 <= row["ndcg@10_judged"] <= 1.0
 
@@ -50,3 +50,19 @@ def test_prune_file_bars_match_rows():
         assert rows[f"struct-{criterion}"]["params"] == rows[f"struct-{criterion}-ft"]["params"]
         assert rows[f"struct-{criterion}"]["params"] < rows["teacher-fp32"]["params"]
     assert rows["unstructured-50-magnitude"]["size_mb"] < rows["teacher-fp32"]["size_mb"]
+
+
+def test_distill_file_bars_match_rows():
+    path = RESULTS / "homedepot-distill.json"
+    if not path.exists():
+        pytest.skip("homedepot-distill.json not produced yet (make bench-distill)")
+    from leanrank.bench.distill import ABLATION, bars
+
+    doc = json.loads(path.read_text())
+    assert doc["bar"] == bars(doc["rows"])
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert {f"ablation-{n}" for n in ABLATION} | {"ablation-multistage"} <= set(rows)
+    student, teacher = rows["student-fp32"], rows["teacher-fp32"]
+    assert student["params"] < teacher["params"] / 2 and student["flops_per_pair"] < teacher["flops_per_pair"] / 4
+    assert rows["student-ort-int8-dynamic"]["size_mb"] < student["size_mb"]
+    assert student["distill"]["steps"] == student["steps"]
