@@ -15,7 +15,6 @@ Validation picks the best step; checkpoints make runs resumable; works under ``t
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -38,7 +37,7 @@ from leanrank.compress.transfer import CandidateList, TransferSet
 from leanrank.core.errors import LeanrankError
 from leanrank.core.io import write_json
 from leanrank.models.cross_encoder import CrossEncoder, autocast, pick_device
-from leanrank.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from leanrank.train.checkpoint import load_checkpoint, restore_training, save_checkpoint, training_state
 from leanrank.train.distributed import barrier, broadcast_object, init_distributed
 from leanrank.train.fit import _schedule
 from leanrank.train.progress import StepBar, tensorboard_writer
@@ -190,11 +189,7 @@ def distill(
     rng = random.Random(config.seed * 1000 + info.rank)
     ckpt = load_checkpoint(out) if resume else None
     if ckpt is not None:
-        bundle.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        st = json.loads(ckpt["state"])
-        set_rng_state(ckpt["rng"])
+        st = restore_training(ckpt, bundle, optimizer, scheduler)
         rng.setstate((3, tuple(ckpt["sampler"]), None))
         best_state = ckpt.get("best")
     writer = tensorboard_writer(out / "tb") if info.is_main else None
@@ -248,10 +243,8 @@ def distill(
         if st["step"] % config.checkpoint_every == 0 and st["step"] < config.steps:
             st["train_seconds"] += time.perf_counter() - t0
             if info.is_main:
-                save_checkpoint(out, {"model": bundle.state_dict(), "optimizer": optimizer.state_dict(),
-                                      "scheduler": scheduler.state_dict(), "state": json.dumps(st),
-                                      "rng": rng_state(), "sampler": list(rng.getstate()[1]),
-                                      **({"best": best_state} if best_state is not None else {})})
+                save_checkpoint(out, training_state(bundle, optimizer, scheduler, st, sampler=list(rng.getstate()[1]),
+                                                    **({"best": best_state} if best_state is not None else {})))
             barrier(info)
             t0 = time.perf_counter()
     if bar:

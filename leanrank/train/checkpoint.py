@@ -5,6 +5,7 @@ Loaded with ``torch.load(weights_only=True)``: no pickled code is ever executed.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -41,3 +42,18 @@ def set_rng_state(state: dict) -> None:
     random.setstate((3, tuple(state["python"]), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def training_state(model, optimizer, scheduler, state: dict, **extra) -> dict:
+    """What a training loop checkpoints: weights, optimizer, schedule, its JSON state and RNGs."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "state": json.dumps(state), "rng": rng_state(), **extra}
+
+
+def restore_training(ckpt: dict, model, optimizer, scheduler) -> dict:
+    """Load a ``training_state`` checkpoint into the objects; returns the loop's state dict."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    return json.loads(ckpt["state"])

@@ -11,7 +11,6 @@ and a JSON run record; atomic checkpoints and exact resume; DDP under ``torchrun
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from leanrank.core.errors import LeanrankError
 from leanrank.core.io import load_safetensors_dir, write_json
 from leanrank.models.cross_encoder import CrossEncoder, autocast, pick_device
 from leanrank.train.batching import epoch_batches
-from leanrank.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from leanrank.train.checkpoint import load_checkpoint, restore_training, save_checkpoint, training_state
 from leanrank.train.distributed import barrier, broadcast_object, init_distributed
 from leanrank.train.examples import PairExample
 from leanrank.train.losses import LOSSES, compute_loss
@@ -128,11 +127,7 @@ def fit(
     if resume and ckpt is None and info.is_main:
         print(f"no checkpoint in {out}; starting from scratch")
     if ckpt is not None:
-        model.model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        st = json.loads(ckpt["state"])
-        set_rng_state(ckpt["rng"])
+        st = restore_training(ckpt, model.model, optimizer, scheduler)
     writer = tensorboard_writer(out / "tb") if info.is_main else None
     bar = StepBar(total, st["step"]) if progress and info.is_main else None
 
@@ -163,10 +158,7 @@ def fit(
 
     def checkpoint() -> None:
         if info.is_main:
-            save_checkpoint(out, {
-                "model": model.model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "state": json.dumps(st), "rng": rng_state(),
-            })
+            save_checkpoint(out, training_state(model.model, optimizer, scheduler, st))
         barrier(info)
 
     out.mkdir(parents=True, exist_ok=True)

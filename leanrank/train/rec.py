@@ -14,7 +14,6 @@ resume, and a wall-clock budget.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from leanrank.core.io import load_safetensors_dir, write_json
 from leanrank.data.sequences import SequenceDataset
 from leanrank.eval.fullrank import evaluate_next_item, item_counts, model_scorer
 from leanrank.models.seqrec import SeqRec
-from leanrank.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from leanrank.train.checkpoint import load_checkpoint, restore_training, save_checkpoint, training_state
 from leanrank.train.progress import StepBar, tensorboard_writer
 
 PRECISIONS = ("fp32", "bf16")
@@ -142,11 +141,7 @@ def train_rec(
     if resume and ckpt is None:
         print(f"no checkpoint in {out}; starting from scratch")
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        st = json.loads(ckpt["state"])
-        set_rng_state(ckpt["rng"])
+        st = restore_training(ckpt, model, optimizer, scheduler)
     writer = tensorboard_writer(out / "tb")
     bar = StepBar(total, st["step"], every=200) if progress else None
 
@@ -176,8 +171,7 @@ def train_rec(
         return st["bad_evals"] >= config.patience
 
     def checkpoint() -> None:
-        save_checkpoint(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "state": json.dumps(st), "rng": rng_state()})
+        save_checkpoint(out, training_state(model, optimizer, scheduler, st))
 
     out.mkdir(parents=True, exist_ok=True)
     stop = st["step"] >= total or st["stopped_early"]
