@@ -121,8 +121,8 @@ def distill_model(teacher_dir: Path, out: Path, dataset: str, data_dir, config_p
         raise LeanrankError(f"{out / 'model'} exists; pass --overwrite to replace it or --resume to continue")
     if (Path(teacher_dir) / "model.onnx").exists():
         raise LeanrankError(f"{teacher_dir} is an ONNX folder; distil from the torch teacher")
-    from leanrank.compress.distill import distill
-    from leanrank.compress.students import check_shape, make_student
+    from leanrank.compress.distill import distill_chain, stage_dir
+    from leanrank.compress.students import check_shape
     from leanrank.compress.transfer import build_transfer, dense_recall
     from leanrank.data.registry import load_search_dataset
     from leanrank.models.bm25 import BM25Index
@@ -138,22 +138,13 @@ def distill_model(teacher_dir: Path, out: Path, dataset: str, data_dir, config_p
                               teacher_name=str(teacher_dir), log=log)
     log(f"transfer: {len(transfer.lists)} queries, {transfer.pairs:,} teacher-scored pairs")
     validate = rerank_validator(splits["valid"], BM25Index.build(splits["valid"].titles), valid_queries)
-    current, records = teacher, []
-    for i, (shape, cfg) in enumerate(stages):
-        if i > 0 and cfg.teacher_scores == "cache":
-            from dataclasses import replace
-
-            cfg = replace(cfg, teacher_scores="online")   # the cache holds the first teacher's scores
-        student = make_student(current, shape)
-        log(f"stage {i + 1}/{len(stages)}: student {student.card.steps[-1]['shape']}, {cfg.steps} steps")
-        run_dir = out / ("run" if len(stages) == 1 else f"stage{i + 1}")
-        if overwrite and not resume and run_dir.exists():
-            shutil.rmtree(run_dir)
-        record = distill(current, student, transfer, cfg, run_dir, validate=validate, resume=resume, device=device)
-        log(f"stage {i + 1}: best validation NDCG@10 {record['best_ndcg@10']} at step {record['best_step']}")
-        records.append({"student": asdict(shape), "best_valid_ndcg@10": record["best_ndcg@10"],
-                        "train_seconds": record["train_seconds"]})
-        current = student
+    for i in range(len(stages)):
+        if overwrite and not resume and stage_dir(out, i, len(stages)).exists():
+            shutil.rmtree(stage_dir(out, i, len(stages)))
+    current, records = distill_chain(teacher, stages, transfer, out, validate=validate, device=device, resume=resume,
+                                     log=log)
     current.save(out / "model")
     log(f"model: {out / 'model'}")
-    return {"model": str(out / "model"), "stages": records}
+    return {"model": str(out / "model"),
+            "stages": [{"student": asdict(shape), "best_valid_ndcg@10": r["best_ndcg@10"],
+                        "train_seconds": r["train_seconds"]} for (shape, _), r in zip(stages, records)]}

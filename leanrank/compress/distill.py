@@ -321,11 +321,18 @@ def _tokenize(model: CrossEncoder, queries, titles, dev) -> dict:
     return {k: v.to(dev) for k, v in feats.items()}
 
 
+def stage_dir(out_dir: str | Path, index: int, n_stages: int) -> Path:
+    """Run folder of stage ``index`` (0-based): ``run`` for a single stage, else ``stageN``."""
+    return Path(out_dir) / ("run" if n_stages == 1 else f"stage{index + 1}")
+
+
 def distill_chain(teacher: CrossEncoder, stages: list[tuple], data: TransferSet, out_dir: str | Path,
-                  validate=None, progress: bool = True, device: str | None = None, log=print) -> tuple[CrossEncoder, list]:
+                  validate=None, progress: bool = True, device: str | None = None, resume: bool = False,
+                  log=print) -> tuple[CrossEncoder, list]:
     """Multi-stage distillation: teacher → assistant → … → student. ``stages`` holds
     ``(StudentConfig, DistillConfig)`` pairs; each student is cut from the previous stage's model
-    and taught by it (scores from the transfer cache for the first stage, online afterwards)."""
+    and taught by it (scores from the transfer cache for the first stage, online afterwards:
+    the cache holds the first teacher's scores). Stage ``i`` runs in ``stage_dir(out_dir, i, n)``."""
     from leanrank.compress.students import make_student
 
     if not stages:
@@ -335,9 +342,11 @@ def distill_chain(teacher: CrossEncoder, stages: list[tuple], data: TransferSet,
         student = make_student(current, shape)
         if i > 0 and cfg.teacher_scores == "cache":
             cfg = replace(cfg, teacher_scores="online")
-        log(f"stage {i + 1}/{len(stages)}: {student.card.steps[-1]['shape']} from "
+        log(f"stage {i + 1}/{len(stages)}: student {student.card.steps[-1]['shape']}, {cfg.steps} steps, taught by "
             f"{'the teacher' if i == 0 else f'stage {i}'}")
-        records.append(distill(current, student, data, cfg, Path(out_dir) / f"stage{i + 1}", validate=validate,
-                               progress=progress, device=device))
+        record = distill(current, student, data, cfg, stage_dir(out_dir, i, len(stages)), validate=validate,
+                         resume=resume, progress=progress, device=device)
+        log(f"stage {i + 1}: best validation NDCG@10 {record['best_ndcg@10']} at step {record['best_step']}")
+        records.append(record)
         current = student
     return current, records
