@@ -16,9 +16,10 @@ The run folder ``--out`` gets ``transfer/`` (teacher scores, reused on re-runs),
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
+from leanrank.core.config import from_mapping
 from leanrank.core.errors import LeanrankError
 
 SECTIONS = ("student", "distill", "transfer", "stages")
@@ -41,17 +42,6 @@ def read_config(path: Path | None) -> dict:
     if unknown:
         raise LeanrankError(f"{path}: unknown section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
     return data
-
-
-def _dataclass(cls, values: dict | None, what: str):
-    values = dict(values or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise LeanrankError(f"unknown {what} option {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
-    if values.get("layer_map") is not None:
-        values["layer_map"] = tuple(values["layer_map"])
-    return cls(**values)
 
 
 def parse_losses(text: str | None) -> dict[str, float]:
@@ -80,7 +70,7 @@ def plan(config: dict, student_flags: dict, distill_flags: dict, transfer_flags:
     from leanrank.compress.transfer import TransferConfig
 
     base_distill = {**(config.get("distill") or {}), **distill_flags}
-    transfer = _dataclass(TransferConfig, {**(config.get("transfer") or {}), **transfer_flags}, "transfer")
+    transfer = from_mapping(TransferConfig, {**(config.get("transfer") or {}), **transfer_flags}, "transfer")
     if config.get("stages"):
         if config.get("student"):
             raise LeanrankError("give either `student` or `stages`, not both")
@@ -88,11 +78,11 @@ def plan(config: dict, student_flags: dict, distill_flags: dict, transfer_flags:
         for i, stage in enumerate(config["stages"]):
             if not isinstance(stage, dict) or set(stage) - {"student", "distill"}:
                 raise LeanrankError(f"stage {i + 1}: expected a mapping with `student` and optional `distill`")
-            stages.append((_dataclass(StudentConfig, stage.get("student"), "student"),
-                           _dataclass(DistillConfig, {**base_distill, **(stage.get("distill") or {})}, "distill")))
+            stages.append((from_mapping(StudentConfig, stage.get("student"), "student"),
+                           from_mapping(DistillConfig, {**base_distill, **(stage.get("distill") or {})}, "distill")))
         return stages, transfer
-    student = _dataclass(StudentConfig, {**(config.get("student") or {}), **student_flags}, "student")
-    return [(student, _dataclass(DistillConfig, base_distill, "distill"))], transfer
+    student = from_mapping(StudentConfig, {**(config.get("student") or {}), **student_flags}, "student")
+    return [(student, from_mapping(DistillConfig, base_distill, "distill"))], transfer
 
 
 def _check_chain(config, shapes, check_shape) -> None:

@@ -15,6 +15,7 @@ Finished students are reused when the script is re-run (delete ``--work`` to ret
 from __future__ import annotations
 
 import copy
+import json
 import shlex
 import sys
 import time
@@ -61,8 +62,6 @@ def train_student(name: str, teacher: CrossEncoder, transfer, config: DistillCon
                   log, shape: StudentConfig = STUDENT) -> tuple[CrossEncoder, dict]:
     folder = work / name
     if (folder / "leanrank.json").exists() and (work / f"{name}-run" / "run.json").exists():
-        import json
-
         log(f"reusing {folder}")
         return CrossEncoder.from_pretrained(folder), json.loads((work / f"{name}-run" / "run.json").read_text())
     log(f"distilling {name}: {asdict(config)}")

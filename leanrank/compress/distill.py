@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from leanrank.compress.distill_losses import (
     score_loss,
 )
 from leanrank.compress.transfer import CandidateList, TransferSet
+from leanrank.core.config import from_mapping
 from leanrank.core.errors import LeanrankError
 from leanrank.core.io import write_json
 from leanrank.models.cross_encoder import CrossEncoder, autocast, pick_device
@@ -94,13 +95,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> DistillConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise LeanrankError(f"unknown distill option {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
-        if values.get("layer_map") is not None:
-            values = {**values, "layer_map": tuple(values["layer_map"])}
-        return cls(**values)
+        return from_mapping(cls, values, "distill")
 
     @property
     def needs_teacher_inside(self) -> bool:
