@@ -7,7 +7,7 @@ LEANRANK_DATA ?= ../shared/data
 export LEANRANK_DATA
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test bench bench-quantize bench-prune bench-distill lint clean
+.PHONY: demo test bench bench-quantize bench-prune bench-distill bench-rec lint clean recbole-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ bench-distill: $(STAMP) $(TEACHER)
 	$(PY) -m leanrank.bench.distill --teacher runs/teacher-homedepot-2/model --data-dir $(LEANRANK_DATA) \
 		--out benchmarks/results/homedepot-distill
 
+# Sequential-recommendation teachers vs the RecBole SASRec peer (built in .venv-recbole), side by side
+# on one thread each with the same training budget: ~25 min (Beauty) + ~30 min (Sports) on 2 CPUs.
+REC_MINUTES ?= 20
+bench-rec: $(STAMP)
+	$(PY) -m leanrank.bench.rec --dataset beauty --data-dir $(LEANRANK_DATA) --minutes $(REC_MINUTES) \
+		--out benchmarks/results/beauty-teacher
+	$(PY) -m leanrank.bench.rec --dataset sports --data-dir $(LEANRANK_DATA) --minutes $(REC_MINUTES) \
+		--out benchmarks/results/sports-teacher
+
 $(TEACHER):
 	$(MAKE) teacher
 
@@ -53,6 +62,11 @@ teacher: $(STAMP)
 	$(VENV)/bin/leanrank train search --dataset homedepot --data-dir $(LEANRANK_DATA) \
 		--init runs/teacher-homedepot/model --out runs/teacher-homedepot-2 --epochs 1 --lr 4e-5 --seed 1 \
 		--eval-every 1500 --valid-queries 200 --checkpoint-every 100 --precision fp32 --resume
+
+# RecBole 1.2.1 (SASRec peer of the sequential benchmark) in its own venv: never a project dependency.
+# Versions pinned in benchmarks/peers/recbole-constraints.txt; rebuilt when that file changes (~1 min).
+recbole-venv: $(STAMP)
+	$(PY) -c "from leanrank.bench.recbole_peer import ensure_recbole_venv; ensure_recbole_venv('.venv-recbole')"
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

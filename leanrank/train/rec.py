@@ -27,8 +27,8 @@ from leanrank.core.batching import length_bucketed_batches
 from leanrank.core.errors import LeanrankError
 from leanrank.core.io import load_safetensors_dir, write_json
 from leanrank.data.sequences import SequenceDataset
-from leanrank.eval.fullrank import evaluate_next_item, item_counts, model_scorer
-from leanrank.models.seqrec import SeqRec
+from leanrank.eval.fullrank import PopularityScorer, evaluate_next_item, item_counts, model_scorer
+from leanrank.models.seqrec import SeqRec, SeqRecConfig, title_embeddings
 from leanrank.train.checkpoint import load_checkpoint, restore_training, save_checkpoint, training_state
 from leanrank.train.progress import StepBar, tensorboard_writer
 
@@ -89,6 +89,46 @@ def train_examples(dataset: SequenceDataset, max_len: int, variant: str) -> list
     if not out:
         raise LeanrankError(f"{dataset.name}: no training sequences (every user too short)")
     return out
+
+
+def build_seqrec(dataset: SequenceDataset, model_flags: dict | None = None, attributes: bool = True,
+                 titles: bool = False, seed: int = 0, log: Callable[[str], None] = print) -> SeqRec:
+    """A freshly initialised ``SeqRec`` for ``dataset``: ``model_flags`` are ``SeqRecConfig`` fields;
+    ``attributes`` adds the dataset's attribute side information (when it has any), ``titles`` the
+    frozen MiniLM title embeddings (an error when the dataset has no titles)."""
+    flags = dict(model_flags or {})
+    side: dict = {}
+    if attributes and dataset.n_attributes:
+        side.update(n_attributes=dataset.n_attributes,
+                    max_item_attributes=max(len(a) for a in dataset.item_attributes))
+    elif flags.get("attribute_loss_weight"):
+        raise LeanrankError("--attribute-loss-weight needs attributes (--attributes and a dataset that has them)")
+    vectors = None
+    if titles:
+        if not dataset.titles:
+            raise LeanrankError(f"dataset {dataset.name!r} has no item titles; use --no-titles")
+        log("encoding item titles with MiniLM-L6 (frozen) ...")
+        vectors = title_embeddings(dataset.titles)
+        side["title_dim"] = int(vectors.shape[1])
+    config = SeqRecConfig(n_items=dataset.n_items, **side, **flags)
+    torch.manual_seed(seed)
+    return SeqRec(config, dataset.item_attributes if side.get("n_attributes") else None, vectors)
+
+
+def evaluate_seqrec(model: SeqRec, dataset: SequenceDataset) -> dict[str, dict]:
+    """Full-ranking metrics of ``model`` on the validation and test targets, and of the popularity
+    baseline on the test targets (``{"valid", "test", "popularity_test"}``, per-user ranks dropped)."""
+    split = dataset.split()
+    scorer = model_scorer(model)
+    results = {
+        "valid": evaluate_next_item(scorer, split.valid_histories(), split.valid_targets, dataset.n_items),
+        "test": evaluate_next_item(scorer, split.test_histories(), split.test_targets, dataset.n_items),
+        "popularity_test": evaluate_next_item(PopularityScorer.fit(split.train, dataset.n_items),
+                                              split.test_histories(), split.test_targets, dataset.n_items),
+    }
+    for r in results.values():
+        r.pop("ranks")
+    return results
 
 
 def validation_users(dataset: SequenceDataset, n: int | None, seed: int) -> np.ndarray:

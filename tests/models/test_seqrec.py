@@ -176,3 +176,16 @@ def test_title_embeddings_helper_uses_minilm(one_thread):
     assert torch.allclose(vectors[[1, 3]].norm(dim=1), torch.ones(2), atol=1e-4)
     model = SeqRec(SeqRecConfig(n_items=3, hidden=16, heads=2, title_dim=384), title_embeddings=vectors)
     assert torch.equal(model.title_emb, vectors)
+
+
+def test_fast_dropout_keeps_the_expectation_and_is_off_in_eval():
+    from leanrank.models.seqrec import Dropout
+
+    torch.manual_seed(0)
+    drop, x = Dropout(0.5), torch.ones(200_000)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - 0.5) < 0.01 and set(y.unique().tolist()) == {0.0, 2.0}
+    assert abs(y.mean().item() - 1.0) < 0.02
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    assert Dropout(1.0)(x).abs().sum() == 0 and torch.equal(Dropout(0.0)(x), x)
