@@ -7,7 +7,7 @@ LEANRANK_DATA ?= ../shared/data
 export LEANRANK_DATA
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test bench bench-quantize bench-prune bench-distill bench-rec lint clean recbole-venv
+.PHONY: demo test bench bench-quantize bench-prune bench-distill bench-rec bench-rec-compress lint clean recbole-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ bench-rec: $(STAMP)
 		--out benchmarks/results/beauty-teacher
 	$(PY) -m leanrank.bench.rec --dataset sports --data-dir $(LEANRANK_DATA) --minutes $(REC_MINUTES) \
 		--out benchmarks/results/sports-teacher
+
+# Beauty teacher's item table compressed (int8/int4/low-rank) and distilled into hidden-32 students (~35 min).
+bench-rec-compress: $(STAMP)
+	test -f runs/rec-bench/beauty/teacher/model/config.json || $(PY) -m leanrank.bench.rec --dataset beauty \
+		--data-dir $(LEANRANK_DATA) --minutes $(REC_MINUTES) --out benchmarks/results/beauty-teacher
+	$(PY) -m leanrank.bench.rec_compress --teacher runs/rec-bench/beauty/teacher/model --data-dir $(LEANRANK_DATA) \
+		--out-dir benchmarks/results
 
 $(TEACHER):
 	$(MAKE) teacher

@@ -15,6 +15,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect and download datasets
 train_app = typer.Typer(no_args_is_help=True, help="Train models.")
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
+bandit_app = typer.Typer(no_args_is_help=True, help="Bandits that pick a model variant per request.")
+app.add_typer(bandit_app, name="bandit")
 
 DataDir = typer.Option(None, "--data-dir", help="Benchmark data folder (default: $LEANRANK_DATA).")
 
@@ -290,6 +292,42 @@ def demo(
     from leanrank.bench.demo import run_demo
 
     run_demo(seconds, steps)
+
+
+@bandit_app.command("replay")
+def bandit_replay_cmd(
+    dataset: str = typer.Option("synthetic", help="synthetic, homedepot or a relevance file"),
+    data_dir: Path | None = DataDir,
+    arm: list[str] | None = typer.Option(None, "--arm", help="NAME=DIR (model folder) or NAME=bm25|random|"
+                                         "oracle; repeat it. Default: bm25, random and a noisy label oracle."),
+    requests: int = typer.Option(2000, help="Simulated requests per policy."),
+    policies: str = typer.Option("epsilon_greedy,ucb1,thompson,linucb", help="Comma-separated policies."),
+    reward: str = typer.Option("ndcg", help="ndcg (NDCG@10 of the chosen arm) or click (Bernoulli, p = NDCG)"),
+    latency_penalty: float = typer.Option(0.0, help="Reward minus this × the arm's scoring seconds per query."),
+    epsilon: float = typer.Option(0.1, help="epsilon_greedy's exploration rate."),
+    split: str = typer.Option("valid", help="Held-out queries: valid or test."),
+    max_queries: int | None = typer.Option(None, help="Replay at most this many queries."),
+    seed: int = 0,
+    out: Path = typer.Option(Path("runs/bandit-replay"), help="Folder for replay.json and regret.png."),
+) -> None:
+    """Simulate traffic from judged queries: each policy's cumulative regret and the arm it converges to."""
+    from leanrank.cli_bandit import replay_command
+
+    replay_command(dataset, data_dir, arm, requests=requests, policies=policies, reward=reward,
+                   latency_penalty=latency_penalty, epsilon=epsilon, split=split, max_queries=max_queries,
+                   seed=seed, out=out)
+
+
+@app.command("serve")
+def serve_cmd(
+    config: Path = typer.Argument(..., help="Serve YAML (e.g. recipes/serve-demo.yaml)."),
+    host: str | None = typer.Option(None, help="Bind address (default: server.host of the config)."),
+    port: int | None = typer.Option(None, help="Port (default: server.port of the config)."),
+) -> None:
+    """Serve /search, /recommend and /feedback over HTTP (hybrid recall, rerank variants, bandit)."""
+    from leanrank.cli_serve import serve_command
+
+    serve_command(config, host=host, port=port, log=typer.echo)
 
 
 def main() -> None:

@@ -308,9 +308,8 @@ class SeqRec(nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> SeqRec:
-        from leanrank.core.io import load_safetensors_dir
-
+    def load_config(cls, directory: str | Path) -> SeqRec:
+        """A freshly initialised model of the folder's ``config.json`` (weights not loaded)."""
         directory = Path(directory)
         if not (directory / "config.json").is_file():
             raise LeanrankError(f"{directory}: not a seqrec model folder (no config.json)")
@@ -320,8 +319,14 @@ class SeqRec(nn.Module):
             config = SeqRecConfig(**known)
         except TypeError as exc:
             raise LeanrankError(f"{directory}/config.json: {exc}") from exc
-        model = cls(config, card=ModelCard.load(directory, kind="seqrec"))
-        missing, unexpected = model.load_state_dict(load_safetensors_dir(directory), strict=False)
+        return cls(config, card=ModelCard.load(directory, kind="seqrec"))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> SeqRec:
+        from leanrank.core.io import load_safetensors_dir
+
+        model = cls.load_config(directory)
+        missing, unexpected = model.load_state_dict(load_safetensors_dir(Path(directory)), strict=False)
         if missing or unexpected:
             raise LeanrankError(f"{directory}: tensors do not match config.json "
                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -150,11 +150,13 @@ def train_rec(
     meta: dict | None = None,
     on_step: Callable[[int], None] | None = None,
     validate: bool = True,
+    loss_fn: Callable[[SeqRec, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict:
     """Train ``model`` in place; returns the run record (also written to ``out_dir/run.json``).
 
     The weights with the best validation ``config.metric`` are restored at the end
     (``validate=False`` skips validation). ``on_step(step)`` runs after every optimizer step.
+    ``loss_fn(model, inputs, targets)`` replaces ``model.loss`` (distillation adds a teacher term).
     """
     if model.config.n_items != dataset.n_items:
         raise LeanrankError(f"model has {model.config.n_items} items but {dataset.name} has {dataset.n_items}")
@@ -223,7 +225,7 @@ def train_rec(
         for bi in range(st["batch"], len(batches)):
             inputs, targets = model.training_batch([examples[i] for i in batches[bi]])
             with _autocast(dev, config.precision):
-                loss = model.loss(inputs, targets)
+                loss = loss_fn(model, inputs, targets) if loss_fn else model.loss(inputs, targets)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
