@@ -7,7 +7,7 @@ LEANRANK_DATA ?= ../shared/data
 export LEANRANK_DATA
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test bench bench-quantize bench-prune bench-distill bench-rec bench-rec-compress lint clean recbole-venv
+.PHONY: demo test bench bench-quantize bench-prune bench-distill bench-rec bench-rec-compress bench-serve lint clean recbole-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,15 @@ bench-rec-compress: $(STAMP)
 		--data-dir $(LEANRANK_DATA) --minutes $(REC_MINUTES) --out benchmarks/results/beauty-teacher
 	$(PY) -m leanrank.bench.rec_compress --teacher runs/rec-bench/beauty/teacher/model --data-dir $(LEANRANK_DATA) \
 		--out-dir benchmarks/results
+
+# `leanrank serve` on the Home Depot catalog under `leanrank loadtest` (locust): the compressed student
+# (ORT int8, from `make bench-distill`) at concurrency 4, then overload, then the fp32 teacher (~15 min on 2 CPUs).
+# SERVE_ARGS adds options, e.g. SERVE_ARGS="--catalog synthetic --requests 20 --overload-requests 60" for a check.
+SERVE_ARGS ?=
+bench-serve: $(STAMP) $(TEACHER)
+	$(PY) -m leanrank.bench.serve_loadtest --data-dir $(LEANRANK_DATA) \
+		--compressed runs/distill-bench/student-ort-int8 --teacher runs/teacher-homedepot-2/model \
+		--out benchmarks/results/serve-loadtest $(SERVE_ARGS)
 
 $(TEACHER):
 	$(MAKE) teacher

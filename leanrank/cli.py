@@ -330,6 +330,30 @@ def serve_cmd(
     serve_command(config, host=host, port=port, log=typer.echo)
 
 
+@app.command("loadtest")
+def loadtest_cmd(
+    url: str = typer.Argument(..., help="Server root on loopback, e.g. http://127.0.0.1:8000."),
+    requests: int = typer.Option(200, help="Stop after this many searches."),
+    seconds: float = typer.Option(60.0, help="Stop after this many seconds, whichever comes first."),
+    concurrency: int = typer.Option(4, help="Concurrent users (locust)."),
+    queries: Path | None = typer.Option(None, help="Text file, one query per line."),
+    dataset: str | None = typer.Option(None, help="Or the test-split queries of synthetic, homedepot or a file."),
+    data_dir: Path | None = DataDir,
+    k: int = typer.Option(10, help="Items per search."),
+    feedback: float = typer.Option(0.0, help="Share of answered searches followed by POST /feedback (a click)."),
+    rate: float | None = typer.Option(None, help="Searches/s over all users (open loop); default: closed loop."),
+    timeout: float = typer.Option(30.0, help="Seconds per HTTP request."),
+    seed: int = 0,
+    out: Path | None = typer.Option(None, help="Write the result JSON here."),
+) -> None:
+    """Load-test a `leanrank serve` server on loopback with locust: qps, p50/p99, status counts, shed rate."""
+    from leanrank.bench.loadtest import loadtest_command
+
+    loadtest_command(url, requests=requests, seconds=seconds, concurrency=concurrency, queries=queries,
+                     dataset=dataset, data_dir=data_dir, k=k, feedback=feedback, rate=rate, timeout_s=timeout,
+                     seed=seed, out=out, log=typer.echo)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

@@ -120,6 +120,10 @@ def run(dataset: str, data_dir: Path | None, out: Path, work: Path, minutes: flo
     log(f"teacher: {asdict(model.config)}; training {minutes} min on {threads} thread(s)")
     record = train_rec(model, ds, config, work / "teacher")
     results = evaluate_seqrec(model, ds)
+    model.card.parent = f"random-init ({model.config.variant})"
+    model.card.add_step("train", dataset=ds.name, config=asdict(config), steps=record["steps"],
+                        best_step=record["best_step"])
+    model.card.metrics = {"dataset": ds.name, "valid": results["valid"], "test": results["test"]}
     model_dir = model.save(work / "teacher" / "model")
     rows = [teacher_row(f"leanrank SASRec teacher ({'attributes + titles' if spec['titles'] else 'attributes'})",
                         model, results, record, model_dir)]

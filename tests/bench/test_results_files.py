@@ -15,10 +15,37 @@ def test_results_file_schema(path):
     for key in ("command", "dataset", "split", "machine", "versions", "rows"):
         assert key in doc, f"{path.name} lacks {key}"
     assert path.with_suffix(".md").exists(), "every results file has its .md"
+    if doc.get("benchmark") == "serve-loadtest":   # serving under load: latency rows, no ranking quality
+        from leanrank.bench.serve_loadtest import bars
+
+        assert doc["bar"] == bars(doc["rows"])
+        for row in doc["rows"]:
+            assert sum(row["status_counts"].values()) == row["requests"] > 0
+            assert row["p50_ms"] <= row["p99_ms"]
+        return
+    recommendation = doc["dataset"] in ("beauty", "sports")   # full ranking: hr/ndcg, no judged-only NDCG
     for row in doc["rows"]:
-        assert row["role"] in {"teacher", "baseline", "variant", "peer", "ablation"}  # ablation: one switch each
-        assert 0.0 <= row["ndcg@10"] <= 1.0
-        assert 0.0 <= row["ndcg@10_judged"] <= 1.0
+        assert row["role"] in {"teacher", "baseline", "variant", "peer", "ablation", "published"}
+        assert 0.0 <= row["ndcg@10"] <= row.get("hr@10", 1.0) <= 1.0
+        if recommendation:
+            assert row["role"] == "published" or row["hr@10"] <= row["hr@20"]
+        else:
+            assert 0.0 <= row["ndcg@10_judged"] <= 1.0
+
+
+@pytest.mark.parametrize("name", ["beauty-teacher", "sports-teacher"])
+def test_rec_teacher_file_bars_match_rows(name):
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path.name} not produced yet (make bench-rec)")
+    from leanrank.bench.rec import PUBLISHED, bars
+
+    doc = json.loads(path.read_text())
+    assert doc["bar"] == json.loads(json.dumps(bars(doc["dataset"], doc["rows"])))
+    roles = [r["role"] for r in doc["rows"]]
+    assert roles.count("teacher") == 1 and roles.count("baseline") == 1
+    assert roles.count("published") == len(PUBLISHED[doc["dataset"]])
+    assert doc["protocol"]["users"] > 0 and all(r["ndcg@10"] > 0 for r in doc["rows"])
 
 
 def test_teacher_file_bar_fields_match_rows():
