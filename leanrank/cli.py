@@ -135,13 +135,23 @@ def train_calibrate_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    model: Path = typer.Argument(..., help="Cross-encoder model dir."),
+    model: Path = typer.Argument(..., help="Cross-encoder or sequential-recommender model dir."),
     dataset: str = "synthetic", data_dir: Path | None = DataDir,
     split: str = typer.Option("test", help="train, valid or test"),
     out: Path | None = typer.Option(None, help="metrics.json path (default MODEL/metrics-SPLIT.json)"),
     max_queries: int | None = None, batch_size: int = 64,
+    protocol: str = typer.Option("full", help="Recommenders: full ranking, or sampled (99 negatives, labelled)"),
 ) -> None:
-    """Rerank-protocol metrics of a model on a split; writes metrics.json."""
+    """Rerank-protocol metrics of a cross-encoder, or full-ranking HR/NDCG of a sequential
+    recommender (a folder whose leanrank.json says kind seqrec), on a split; writes metrics.json."""
+    import json
+
+    card = model / "leanrank.json"
+    if card.is_file() and json.loads(card.read_text(encoding="utf-8")).get("kind") == "seqrec":
+        from leanrank.cli_rec import eval_rec_command
+
+        eval_rec_command(model, dataset, data_dir, split, out, protocol, log=typer.echo)
+        return
     from leanrank.bench.evaluate import evaluate_model_dir
 
     metrics = evaluate_model_dir(model, dataset, data_dir, split, out, max_queries, batch_size)

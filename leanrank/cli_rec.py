@@ -65,3 +65,29 @@ def train_rec_command(
     log(f"model: {out / 'model'}  ({record['steps']} steps, {record['train_seconds']} s, "
         f"best valid {train_config.metric} {record.get('best_' + train_config.metric)})")
     return record
+
+
+def eval_rec_command(model_dir: str | Path, dataset: str, data_dir: str | Path | None, split: str = "test",
+                     out: str | Path | None = None, protocol: str = "full", log: Callable[[str], None] = print) -> dict:
+    """Full-ranking (or labelled sampled-99) HR/NDCG of a saved ``SeqRec`` folder (compressed item
+    tables included) on the validation or test targets; writes ``metrics-SPLIT.json``."""
+    from leanrank.compress.item_table import load_seqrec
+    from leanrank.data.sequences import load_sequence_dataset
+    from leanrank.eval.fullrank import evaluate_next_item, item_counts, model_scorer
+
+    if split not in ("valid", "test"):
+        raise LeanrankError(f"--split for a recommender is valid or test, got {split!r}")
+    model = load_seqrec(model_dir)
+    ds = load_sequence_dataset(dataset, data_dir)
+    if ds.n_items != model.config.n_items:
+        raise LeanrankError(f"{model_dir} scores {model.config.n_items} items but {ds.name} has {ds.n_items}")
+    s = ds.split()
+    histories, targets = (s.valid_histories(), s.valid_targets) if split == "valid" else (s.test_histories(), s.test_targets)
+    result = evaluate_next_item(model_scorer(model), histories, targets, ds.n_items, protocol=protocol,
+                                popularity=item_counts(s.train, ds.n_items))
+    result.pop("ranks")
+    path = Path(out) if out else Path(model_dir) / f"metrics-{split}.json"
+    write_json(path, {"model": str(model_dir), "dataset": ds.name, "split": split, "metrics": result})
+    log(f"{ds.name} {split} ({result['protocol']}, {result['users']} users): "
+        + "  ".join(f"{k} {v:.4f}" for k, v in result.items() if "@" in k))
+    return result

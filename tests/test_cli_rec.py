@@ -105,3 +105,22 @@ def test_bad_data_line_names_file_and_line(tmp_path, monkeypatch, capsys):
     assert "Beauty.txt:3: id 'five' is not an integer" in lines[0]
     code, out, err = run_main(monkeypatch, capsys, "train", "rec", "--dataset", "beauty", "--out", "x")
     assert code == 2 and "--data-dir" in err
+
+
+def test_eval_reads_a_seqrec_folder_and_matches_the_training_run(tmp_path, monkeypatch, capsys, one_thread):
+    data = str(write_beauty(tmp_path / "data"))
+    code, out, err = run_main(monkeypatch, capsys, "train", "rec", "--dataset", "beauty", "--data-dir", data,
+                              "--out", str(tmp_path / "run"), *TINY)
+    assert code == 0, err
+    run = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))
+    model = str(tmp_path / "run" / "model")
+    code, out, err = run_main(monkeypatch, capsys, "eval", model, "--dataset", "beauty", "--data-dir", data)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "model" / "metrics-test.json").read_text(encoding="utf-8"))["metrics"]
+    assert metrics["ndcg@10"] == pytest.approx(run["test"]["ndcg@10"]) and "test (full, 40 users)" in out
+    code, out, err = run_main(monkeypatch, capsys, "eval", model, "--dataset", "beauty", "--data-dir", data,
+                              "--protocol", "sampled", "--split", "valid", "--out", str(tmp_path / "s.json"))
+    assert code == 2 and "only 17 candidate negatives for a user, need 99" in err  # 20 items: too few for sampled-99
+    code, out, err = run_main(monkeypatch, capsys, "eval", model, "--dataset", "beauty", "--data-dir", data,
+                              "--split", "train")
+    assert code == 2 and "valid or test" in err
