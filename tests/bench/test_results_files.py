@@ -93,3 +93,20 @@ def test_distill_file_bars_match_rows():
     assert student["params"] < teacher["params"] / 2 and student["flops_per_pair"] < teacher["flops_per_pair"] / 4
     assert rows["student-ort-int8-dynamic"]["size_mb"] < student["size_mb"]
     assert student["distill"]["steps"] == student["steps"]
+
+
+def test_rec_compress_files_bars_match_rows():
+    comp, dist = RESULTS / "beauty-compress.json", RESULTS / "beauty-distill.json"
+    if not comp.exists() or not dist.exists():
+        pytest.skip("beauty-compress/distill not produced yet (make bench-rec-compress)")
+    comp, dist = json.loads(comp.read_text()), json.loads(dist.read_text())
+    lowrank = [r for r in comp["rows"] if "lowrank" in r["name"] and r["table_ratio"] >= 4]
+    best = max(lowrank, key=lambda r: r["ndcg_vs_teacher"])
+    bar = comp["bar"]["lowrank_table_4x_smaller_at_97pct"]
+    assert bar["row"] == best["name"] and bar["met"] == (best["ndcg_vs_teacher"] >= 0.97)
+    teacher = dist["rows"][0]
+    for row in dist["rows"][1:]:
+        assert row["ndcg_vs_teacher"] == pytest.approx(row["ndcg@10"] / teacher["ndcg@10"], abs=1e-4)
+        assert row["size_mb"] < teacher["size_mb"]
+    assert dist["bar"]["student_10x_smaller_at_97pct"]["met"] is False or \
+        dist["bar"]["student_10x_smaller_at_97pct"]["ndcg_vs_teacher"] >= 0.97
