@@ -22,7 +22,7 @@ def test_compress_and_distill_results(tmp_path, one_thread):
     for r in comp["rows"][1:]:
         assert r["table_ratio"] > 1 and 0 <= r["ndcg@10"] <= 1
     int8 = next(r for r in comp["rows"] if r["name"] == "item table int8")
-    assert abs(int8["ndcg_vs_teacher"] - 1) < 0.05 and 3.5 < int8["table_ratio"] <= 4
+    assert abs(int8["ndcg_vs_teacher"] - 1) < 0.05 and 3.1 < int8["table_ratio"] <= 3.3  # 4·32 / (32 + 8 scale/zero bytes)
     assert [r["role"] for r in dist["rows"]] == ["teacher", "variant", "ablation", "ablation", "variant"]
     assert all(r["size_ratio"] > 1 for r in dist["rows"][1:])
     bar = comp["bar"]["lowrank_table_4x_smaller_at_97pct"]
