@@ -27,7 +27,7 @@ import torch
 from leanrank.bench.rec import METRICS
 from leanrank.bench.report import write_results
 from leanrank.compress.distill_rec import RecDistillConfig, distill_rec, student_from_teacher
-from leanrank.compress.item_table import ItemTableConfig, compress_item_table_, load_seqrec, table_nbytes
+from leanrank.compress.item_table import ItemTableConfig, compress_item_table_, load_seqrec, nbytes
 from leanrank.core.machine import machine_info, versions
 from leanrank.data.sequences import load_sequence_dataset
 from leanrank.models.seqrec import SeqRec, SeqRecConfig
@@ -38,16 +38,12 @@ COLUMNS = ("name", "role", "hr@10", "ndcg@10", "hr@20", "ndcg@20", "ndcg_vs_teac
 STUDENT = {"hidden": 32, "layers": 2, "heads": 2}
 
 
-def model_bytes(model: SeqRec) -> int:
-    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-
-
 def row(name: str, role: str, model: SeqRec, ds, teacher_row: dict | None = None, record: dict | None = None,
         **extra) -> dict:
     results = evaluate_seqrec(model, ds)
     out = {"name": name, "role": role, **{k: results["test"][k] for k in METRICS},
-           "valid_ndcg@10": results["valid"]["ndcg@10"], "size_mb": round(model_bytes(model) / 1e6, 3),
-           "table_mb": round(table_nbytes(model.items) / 1e6, 3), "popularity_ndcg@10": results["popularity_test"]["ndcg@10"]}
+           "valid_ndcg@10": results["valid"]["ndcg@10"], "size_mb": round(nbytes(model) / 1e6, 3),
+           "table_mb": round(nbytes(model.items) / 1e6, 3), "popularity_ndcg@10": results["popularity_test"]["ndcg@10"]}
     if teacher_row:
         out["ndcg_vs_teacher"] = round(out["ndcg@10"] / teacher_row["ndcg@10"], 4)
         out["size_ratio"] = round(teacher_row["size_mb"] / out["size_mb"], 2)

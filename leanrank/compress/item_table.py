@@ -90,7 +90,7 @@ class LowRankItemTable(nn.Module):
         return self.table @ self.project
 
 
-def table_nbytes(module: nn.Module) -> int:
+def nbytes(module: nn.Module) -> int:
     """Bytes of every parameter and buffer of ``module``."""
     return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
 
@@ -100,37 +100,26 @@ def compress_item_table_(model: SeqRec, config: ItemTableConfig) -> dict:
     step in ``model.card`` so ``load_seqrec`` can rebuild the model."""
     if not isinstance(model.items, ItemEmbeddingTable):
         raise LeanrankError(f"the item table is already compressed ({type(model.items).__name__})")
-    before = table_nbytes(model.items)
+    before = nbytes(model.items)
     if config.kind == "lowrank":
         new = LowRankItemTable.from_table(model.items, config.rank)
     else:
         new = QuantizedItemTable.from_table(model.items, 8 if config.kind == "int8" else 4)
     model.items = new.to(model.items.weight.device)
-    report = {"kind": config.kind, "rank": config.rank, "bytes_before": before, "bytes_after": table_nbytes(new)}
+    report = {"kind": config.kind, "rank": config.rank, "bytes_before": before, "bytes_after": nbytes(new)}
     model.card.add_step(STEP, config=asdict(config), **{k: report[k] for k in ("bytes_before", "bytes_after")})
     return report
 
 
 def load_seqrec(directory: str | Path, device: str = "cpu") -> SeqRec:
     """``SeqRec.load`` that also rebuilds a compressed item table recorded in the model card."""
-    from leanrank.core.io import load_safetensors_dir
-    from leanrank.models.card import ModelCard
-
-    card = ModelCard.load(Path(directory), kind="seqrec")
-    steps = [s for s in card.steps if s.get("step") == STEP]
-    if not steps:
-        return SeqRec.load(directory, device)
-    config = ItemTableConfig(**steps[-1]["config"])
-    state = load_safetensors_dir(Path(directory))
     model = SeqRec.load_config(directory)
-    rows, dim = model.items.weight.shape
-    if config.kind == "lowrank":
-        model.items = LowRankItemTable(rows, dim, config.rank)
-    else:
-        model.items = QuantizedItemTable(rows, dim, 8 if config.kind == "int8" else 4)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise LeanrankError(f"{directory}: tensors do not match the recorded item table "
-                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.card = card
-    return model.to(device)
+    steps = [s for s in model.card.steps if s.get("step") == STEP]
+    if steps:
+        config = ItemTableConfig(**steps[-1]["config"])
+        rows, dim = model.items.weight.shape
+        if config.kind == "lowrank":
+            model.items = LowRankItemTable(rows, dim, config.rank)
+        else:
+            model.items = QuantizedItemTable(rows, dim, 8 if config.kind == "int8" else 4)
+    return model.load_weights(directory).to(device)

@@ -321,16 +321,19 @@ class SeqRec(nn.Module):
             raise LeanrankError(f"{directory}/config.json: {exc}") from exc
         return cls(config, card=ModelCard.load(directory, kind="seqrec"))
 
-    @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> SeqRec:
+    def load_weights(self, directory: str | Path) -> SeqRec:
+        """Load the folder's ``model.safetensors`` into this model (its modules must match)."""
         from leanrank.core.io import load_safetensors_dir
 
-        model = cls.load_config(directory)
-        missing, unexpected = model.load_state_dict(load_safetensors_dir(Path(directory)), strict=False)
+        missing, unexpected = self.load_state_dict(load_safetensors_dir(Path(directory)), strict=False)
         if missing or unexpected:
             raise LeanrankError(f"{directory}: tensors do not match config.json "
                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-        return model.to(device)
+        return self
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> SeqRec:
+        return cls.load_config(directory).load_weights(directory).to(device)
 
 
 def title_embeddings(titles: Sequence[str], model_path: str | Path | None = None,

@@ -9,6 +9,14 @@ RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 FILES = sorted(RESULTS.glob("*.json"))
 
 
+def committed(name: str, target: str) -> dict:
+    """The committed results file ``NAME.json``, or a skip naming the make target that writes it."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path.name} not produced yet ({target})")
+    return json.loads(path.read_text())
+
+
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_results_file_schema(path):
     doc = json.loads(path.read_text())
@@ -35,12 +43,9 @@ def test_results_file_schema(path):
 
 @pytest.mark.parametrize("name", ["beauty-teacher", "sports-teacher"])
 def test_rec_teacher_file_bars_match_rows(name):
-    path = RESULTS / f"{name}.json"
-    if not path.exists():
-        pytest.skip(f"{path.name} not produced yet (make bench-rec)")
+    doc = committed(name, "make bench-rec")
     from leanrank.bench.rec import PUBLISHED, bars
 
-    doc = json.loads(path.read_text())
     assert doc["bar"] == json.loads(json.dumps(bars(doc["dataset"], doc["rows"])))
     roles = [r["role"] for r in doc["rows"]]
     assert roles.count("teacher") == 1 and roles.count("baseline") == 1
@@ -49,10 +54,7 @@ def test_rec_teacher_file_bars_match_rows(name):
 
 
 def test_teacher_file_bar_fields_match_rows():
-    path = RESULTS / "homedepot-teacher.json"
-    if not path.exists():
-        pytest.skip("homedepot-teacher.json not produced yet (make bench)")
-    doc = json.loads(path.read_text())
+    doc = committed("homedepot-teacher", "make bench")
     rows = {r["name"]: r for r in doc["rows"]}
     teacher = next(r for r in doc["rows"] if r["role"] == "teacher")
     baselines = [r for n, r in rows.items() if "bm25" in n or "dense" in n]
@@ -65,12 +67,9 @@ def test_teacher_file_bar_fields_match_rows():
 
 
 def test_prune_file_bars_match_rows():
-    path = RESULTS / "homedepot-prune.json"
-    if not path.exists():
-        pytest.skip("homedepot-prune.json not produced yet (make bench-prune)")
+    doc = committed("homedepot-prune", "make bench-prune")
     from leanrank.bench.prune import bars
 
-    doc = json.loads(path.read_text())
     assert doc["bar"] == bars(doc["rows"])
     rows = {r["name"]: r for r in doc["rows"]}
     for criterion in ("magnitude", "taylor", "activation"):     # each criterion before and after tuning
@@ -80,12 +79,9 @@ def test_prune_file_bars_match_rows():
 
 
 def test_distill_file_bars_match_rows():
-    path = RESULTS / "homedepot-distill.json"
-    if not path.exists():
-        pytest.skip("homedepot-distill.json not produced yet (make bench-distill)")
+    doc = committed("homedepot-distill", "make bench-distill")
     from leanrank.bench.distill import ABLATION, bars
 
-    doc = json.loads(path.read_text())
     assert doc["bar"] == bars(doc["rows"])
     rows = {r["name"]: r for r in doc["rows"]}
     assert {f"ablation-{n}" for n in ABLATION} | {"ablation-multistage"} <= set(rows)
@@ -96,10 +92,8 @@ def test_distill_file_bars_match_rows():
 
 
 def test_rec_compress_files_bars_match_rows():
-    comp, dist = RESULTS / "beauty-compress.json", RESULTS / "beauty-distill.json"
-    if not comp.exists() or not dist.exists():
-        pytest.skip("beauty-compress/distill not produced yet (make bench-rec-compress)")
-    comp, dist = json.loads(comp.read_text()), json.loads(dist.read_text())
+    comp = committed("beauty-compress", "make bench-rec-compress")
+    dist = committed("beauty-distill", "make bench-rec-compress")
     lowrank = [r for r in comp["rows"] if "lowrank" in r["name"] and r["table_ratio"] >= 4]
     best = max(lowrank, key=lambda r: r["ndcg_vs_teacher"])
     bar = comp["bar"]["lowrank_table_4x_smaller_at_97pct"]

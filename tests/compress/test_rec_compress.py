@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from leanrank.compress.distill_rec import RecDistillConfig, distill_rec, kd_loss, student_from_teacher
-from leanrank.compress.item_table import ItemTableConfig, compress_item_table_, load_seqrec, table_nbytes
+from leanrank.compress.item_table import ItemTableConfig, compress_item_table_, load_seqrec, nbytes
 from leanrank.core.errors import LeanrankError
 from leanrank.eval.fullrank import evaluate_next_item, model_scorer
 from leanrank.train.rec import RecTrainConfig, train_rec
@@ -34,7 +34,7 @@ def test_compressed_tables_are_smaller_and_keep_quality(trained, tmp_path, kind,
     base = ndcg(teacher, ds)
     model = load_seqrec(teacher.save(tmp_path / "teacher"))
     report = compress_item_table_(model, ItemTableConfig(kind=kind, rank=rank))
-    assert report["bytes_after"] < report["bytes_before"] == table_nbytes(teacher.items)
+    assert report["bytes_after"] < report["bytes_before"] == nbytes(teacher.items)
     assert ndcg(model, ds) >= base - max_drop
     ids = torch.tensor([[0, 3, 5]])
     assert model.items(ids)[0, 0].abs().sum() == 0 and model.items.full()[0].abs().sum() == 0
