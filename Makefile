@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/leanrank demo
 
+# The report test renders report.html in Debian's headless Chromium; as root, install it when missing.
 test: $(STAMP)
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "note: chromium could not be installed; the HTML render test will skip"
 	$(PY) -m pytest -m "not slow" -q
 
 TEACHER := runs/teacher-homedepot-2/model/leanrank.json

@@ -275,6 +275,36 @@ def distill_cmd(
                   device=device, log=typer.echo)
 
 
+@app.command("autotune")
+def autotune_cmd(
+    teacher: Path = typer.Argument(..., help="Float cross-encoder teacher folder."),
+    out: Path = typer.Option(..., help="Study folder: study.db, transfer/, pareto.json, best/."),
+    config: Path | None = typer.Option(None, "--config", help="YAML with sections `space` and `search`."),
+    dataset: str = typer.Option("synthetic", help="synthetic, homedepot or a relevance file"),
+    data_dir: Path | None = DataDir,
+    trials: int | None = typer.Option(None, "--trials", help="Total COMPLETE + PRUNED trials of the study."),
+    sampler: str | None = typer.Option(None, help="nsga2 (default), tpe or random"),
+    storage: str | None = typer.Option(None, help="Optuna RDB URL (default sqlite:///OUT/study.db)."),
+    study_name: str | None = typer.Option(None, help="Study name inside the storage."),
+    finetune_steps: int | None = typer.Option(None, help="Distillation steps per trial (0 = zero-shot)."),
+    threads: int | None = typer.Option(None, help="Torch threads (latency is measured with these)."),
+    onnx_dir: Path | None = typer.Option(None, help="Exported teacher: adds the ORT quantize_dynamic peer."),
+    max_p50_ms: float | None = typer.Option(None, "--max-p50-ms", help="Choose the best NDCG with p50 <= this."),
+    min_ndcg: float | None = typer.Option(None, "--min-ndcg", help="Or the fastest with NDCG@10 >= this."),
+    workers_safe: bool = typer.Option(False, "--workers-safe", help="One of several workers on --storage: "
+                                      "run trials only (heartbeat, retry), no report."),
+) -> None:
+    """Architecture search (optuna, NSGA-II): validation NDCG@10 vs measured p50 latency."""
+    from leanrank.compress.search import autotune_command
+
+    if max_p50_ms is not None and min_ndcg is not None:
+        raise LeanrankError("give --max-p50-ms or --min-ndcg, not both")
+    flags = dict(n_trials=trials, sampler=sampler, storage=storage, study_name=study_name,
+                 finetune_steps=finetune_steps, threads=threads, onnx_dir=str(onnx_dir) if onnx_dir else None,
+                 max_p50_ms=max_p50_ms, min_ndcg=min_ndcg)
+    autotune_command(teacher, out, config, dataset, data_dir, flags, workers_safe=workers_safe, log=typer.echo)
+
+
 @app.command("export")
 def export_cmd(
     model: Path = typer.Argument(..., help="Float cross-encoder folder."),
@@ -302,6 +332,30 @@ def demo(
     from leanrank.bench.demo import run_demo
 
     run_demo(seconds, steps)
+
+
+@app.command("run")
+def run_cmd(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (e.g. recipes/demo.yaml)."),
+    from_step: str | None = typer.Option(None, "--from", help="Rerun from this step (and every step after it)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print what would run; run nothing."),
+    data_dir: Path | None = DataDir,
+) -> None:
+    """Run a recipe's named steps (train, distill, prune, quantize, export, bench, ...) into OUT/STEP/;
+    finished steps are skipped, a changed step reruns with everything after it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from leanrank.recipes.engine import run_recipe
+
+    run = run_recipe(recipe, from_step=from_step, dry_run=dry_run, data_dir=data_dir, log=typer.echo)
+    table = Table(title=f"recipe {run['recipe']} → {run['out']}")
+    for col in ("step", "kind", "status", "seconds", "output"):
+        table.add_column(col, justify="right" if col == "seconds" else "left", no_wrap=col != "output")
+    for s in run["steps"]:
+        table.add_row(s["name"], s["kind"], s["status"], "–" if s["seconds"] is None else f"{s['seconds']:.1f}",
+                      s["output"])
+    Console().print(table)
 
 
 @bandit_app.command("replay")
@@ -362,6 +416,56 @@ def loadtest_cmd(
     loadtest_command(url, requests=requests, seconds=seconds, concurrency=concurrency, queries=queries,
                      dataset=dataset, data_dir=data_dir, k=k, feedback=feedback, rate=rate, timeout_s=timeout,
                      seed=seed, out=out, log=typer.echo)
+
+
+@app.command("bench")
+def bench_cmd(
+    models: list[Path] = typer.Argument(..., help="Model folders; the first is the teacher unless --teacher."),
+    dataset: str = typer.Option("synthetic", help="synthetic, homedepot (search) or beauty, sports (seqrec)"),
+    data_dir: Path | None = DataDir,
+    out: Path = typer.Option(..., help="Folder for results.json, report.md, report.html, pareto.png."),
+    teacher: Path | None = typer.Option(None, help="Teacher folder (default: the first model)."),
+    peers: str = typer.Option("all", help="Comma-separated peers or 'none' (search: torch-dynamic, ort-dynamic, "
+                              "ort-fp32, bf16-autocast; seqrec: torch-dynamic, bf16-autocast)."),
+    ensemble: str | None = typer.Option(None, help="Score ensembles of the variants: mean,weighted,stacking."),
+    members: str | None = typer.Option(None, help="Ensemble members (entry names; default: every variant)."),
+    max_queries: int | None = typer.Option(150, help="Test queries (search) / users (seqrec, default all)."),
+    repeats: int = typer.Option(3, help="Interleaved speed repeats."),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    rss: bool = typer.Option(True, "--rss/--no-rss", help="Peak RSS per entry in a fresh process."),
+    name: str | None = typer.Option(None, help="Write NAME.json/.md/.html/.png instead of results.json, "
+                                    "report.md, report.html, pareto.png (e.g. homedepot-bench)."),
+) -> None:
+    """Teacher, variants, peers (and ensembles) side by side in one run: quality with CIs, pairs/s,
+    p50/p99, size, RSS, params, FLOPs; writes results.json, report.md, report.html and pareto.png."""
+    import json
+    import shlex
+
+    first = teacher or (models[0] if models else None)
+    card = first / "leanrank.json" if first else None
+    peer_arg: list[str] | bool = True if peers == "all" else [] if peers == "none" else \
+        [p.strip() for p in peers.split(",") if p.strip()]
+    command = "leanrank bench " + shlex.join(sys.argv[2:])
+    if card and card.is_file() and json.loads(card.read_text(encoding="utf-8")).get("kind") == "seqrec":
+        from leanrank.bench.runner_rec import bench_rec_models
+
+        doc = bench_rec_models(models, dataset=dataset, data_dir=data_dir, out_dir=out, teacher=teacher,
+                               peers=peer_arg, max_users=None if max_queries == 150 else max_queries,
+                               repeats=repeats, command=command, name=name, log=typer.echo)
+    else:
+        from leanrank.bench.runner import bench_models
+
+        kinds = [k.strip() for k in ensemble.split(",")] if ensemble else []
+        doc = bench_models(models, dataset=dataset, data_dir=data_dir, out_dir=out, teacher=teacher, peers=peer_arg,
+                           max_queries=max_queries, repeats=repeats, ensembles=kinds,
+                           ensemble_members=members.split(",") if members else None, device=device, rss=rss,
+                           command=command, name=name, log=typer.echo)
+    from leanrank.cli_views import print_bench
+
+    print_bench(doc)
+    files = [f"{name}.{e}" for e in ("json", "md", "html", "png")] if name else \
+        ["results.json", "report.md", "report.html", "pareto.png"]
+    typer.echo(f"wrote {', '.join(str(out / f) for f in files)}")
 
 
 def main() -> None:

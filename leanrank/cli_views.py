@@ -115,3 +115,30 @@ def print_sources(console: Console | None = None) -> None:
         table.add_row(f"[bold]{row['name']}[/bold]\n[dim]{escape(row['description'])}[/dim]",
                       row["how"], size, row["subdir"] or ".", end_section=True)
     console.print(table)
+
+
+BENCH_COLUMNS = ("name", "role", "ndcg@10", "ndcg_vs_teacher", "hr@10", "pairs_per_s", "users_per_s", "speedup",
+                 "p50_ms", "p99_ms", "size_mb", "peak_rss_mb")
+
+
+def print_bench(doc: dict, console: Console | None = None) -> None:
+    """The main columns of a ``leanrank bench`` results doc as a rich table."""
+    console = console or Console()
+    rows = doc["rows"]
+    cols = [c for c in BENCH_COLUMNS if any(r.get(c) is not None for r in rows)]
+    table = Table(title=f"{escape(str(doc.get('dataset')))} — {escape(str(doc.get('split')))}")
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("name", "role") else "right")
+    for r in rows:
+        table.add_row(*(_cell(r.get(c)) for c in cols))
+    console.print(table)
+    for k, v in (doc.get("bar") or {}).items():
+        console.print(f"{k}: {_cell(v)}", markup=False)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
+    return escape(str(v))
