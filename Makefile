@@ -7,7 +7,7 @@ LEANRANK_DATA ?= ../shared/data
 export LEANRANK_DATA
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test bench bench-quantize bench-prune bench-distill bench-rec bench-rec-compress bench-serve lint clean recbole-venv
+.PHONY: demo test bench bench-report bench-quantize bench-prune bench-distill bench-rec bench-rec-compress bench-serve lint clean recbole-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,13 @@ bench-serve: $(STAMP) $(TEACHER)
 	$(PY) -m leanrank.bench.serve_loadtest --data-dir $(LEANRANK_DATA) \
 		--compressed runs/distill-bench/student-ort-int8 --teacher runs/teacher-homedepot-2/model \
 		--out benchmarks/results/serve-loadtest $(SERVE_ARGS)
+
+# Issue 7's side-by-side reports from the recipes (resumable; finished steps are skipped):
+# benchmarks/results/homedepot-bench.* (~1.5 h after the stage-1 teacher) and beauty-bench.* (~30 min).
+bench-report: $(STAMP)
+	test -f runs/teacher-homedepot/model/leanrank.json || $(MAKE) teacher
+	$(VENV)/bin/leanrank run recipes/homedepot.yaml --data-dir $(LEANRANK_DATA)
+	$(VENV)/bin/leanrank run recipes/beauty.yaml --data-dir $(LEANRANK_DATA)
 
 $(TEACHER):
 	$(MAKE) teacher

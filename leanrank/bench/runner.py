@@ -62,7 +62,7 @@ class EnsembleScorer:
 
 
 def _unique_name(path: Path, taken: set[str]) -> str:
-    name = path.name if path.name not in ("model", "best") else f"{path.parent.name}-{path.name}"
+    name = path.name if path.name not in ("model", "best") else path.parent.name      # <out>/<step>/model
     while name in taken:
         name = f"{path.parent.name}-{name}"
     taken.add(name)

@@ -68,6 +68,20 @@ def _flops(model, max_len: int) -> int | None:
         return None
 
 
+def _weights(model) -> int:
+    """Learned numbers held: every parameter, int8/int4 table buffer and packed int8 weight (frozen
+    title vectors excluded), so quantized variants count the same weights as their float parent."""
+    import torch
+
+    total = 0
+    for key, value in model.state_dict().items():
+        if "title" in key:
+            continue
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        total += sum(v.numel() for v in values if isinstance(v, torch.Tensor) and v.dtype != torch.int64)
+    return total
+
+
 def _speed(entries: list[_RecEntry], histories, repeats: int, log) -> None:
     from leanrank.eval.latency import query_latency
 
@@ -131,13 +145,13 @@ def bench_rec_models(models: Sequence[str | Path], *, dataset: str, data_dir, ou
     for p in paths:
         if p.resolve() == teacher_dir.resolve():
             continue
-        name = p.name if p.name != "model" else f"{p.parent.name}-model"
-        while name in taken:
-            name = f"{p.parent.name}-{name}"
-        taken.add(name)
+        label = p.name if p.name != "model" else p.parent.name
+        while label in taken:
+            label = f"{p.parent.name}-{label}"
+        taken.add(label)
         model = load_seqrec(p)
         model.eval()
-        entries.append(_RecEntry(name, "variant", model, p))
+        entries.append(_RecEntry(label, "variant", model, p))
 
     rows = []
     for e in entries:
@@ -152,9 +166,9 @@ def bench_rec_models(models: Sequence[str | Path], *, dataset: str, data_dir, ou
     for e, row in zip(entries, rows):
         row.update(e.extra)
         model = e.model
-        row["params"] = sum(p.numel() for p in model.parameters())
+        row["params"] = _weights(model)
         row["size_mb"] = round(nbytes(model) / 1e6, 3)
-        if e.precision == "fp32":
+        if e.precision == "fp32" and e.name != "peer-torch-quantize_dynamic":      # the counter skips int8 kernels
             row["flops_per_user"] = _flops(model, model.config.max_len)
     teacher_row = rows[0]
     for row in rows:
@@ -171,6 +185,8 @@ def bench_rec_models(models: Sequence[str | Path], *, dataset: str, data_dir, ou
                               f"32 single-user requests; p50/p99 over 100 single-user requests; "
                               f"{torch.get_num_threads()} torch threads",
                      "size": "every parameter and buffer in memory (incl. frozen title vectors)",
+                     "params": "learned numbers: parameters, quantized table rows and scales, packed int8 "
+                               "weights (frozen title vectors excluded)",
                      "ci": "bootstrap 95% over users (1,000 resamples)",
                      "peers": "torch quantize_dynamic (Linear layers) and bf16 autocast of the teacher; no ONNX "
                               "Runtime peer: SeqRec has no ONNX exporter in leanrank"},
