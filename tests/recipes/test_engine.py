@@ -318,10 +318,14 @@ def test_rec_recipe_teacher_item_table_student_bench(tmp_path, one_thread):
     assert [s["step"] for s in card(out / "teacher-int8")["steps"]] == ["train", "recipe", "item_table", "recipe"]
     assert card(out / "student")["parent"] == str(out / "teacher" / "model")
     rows = json.loads((out / "bench" / "results.json").read_text())["rows"]
-    assert [(r["name"], r["role"]) for r in rows] == [("teacher", "teacher"), ("teacher-int8", "variant"),
-                                                      ("student", "variant")]
-    assert rows[1]["table_mb"] < rows[0]["table_mb"] and rows[2]["size_mb"] < rows[0]["size_mb"]
+    assert [(r["name"], r["role"]) for r in rows] == [
+        ("teacher-fp32", "teacher"), ("peer-torch-quantize_dynamic", "peer"), ("peer-bf16-autocast", "peer"),
+        ("teacher-int8", "variant"), ("student", "variant")]
+    by = {r["name"]: r for r in rows}
+    assert by["teacher-int8"]["size_mb"] < by["teacher-fp32"]["size_mb"] > by["student"]["size_mb"]
+    assert by["student"]["users_per_s"] > 0 and by["student"]["p50_ms"] <= by["student"]["p99_ms"]
     assert "| teacher-int8 | variant |" in (out / "bench" / "report.md").read_text()
+    assert (out / "bench" / "report.html").is_file() and (out / "bench" / "pareto.png").is_file()
 
 
 def test_rec_step_errors_name_the_key(tmp_path):
