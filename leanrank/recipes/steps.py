@@ -61,7 +61,7 @@ KINDS: dict[str, Kind] = {
     "factorize": Kind(search.FactorizeStep, search.factorize),
     "quantize": Kind(search.QuantizeStep, search.quantize, accepts=(FLOAT, ONNX), makes=QUANTIZED),  # see .output
     "export": Kind(search.ExportStep, search.export, makes=ONNX),
-    "autotune": Kind(autotune_step.AutotuneStep, autotune_step.autotune),
+    "autotune": Kind(autotune_step.AutotuneStep, autotune_step.autotune, resumable=True),   # the study continues
     "bench": Kind(search.BenchStep, search.bench, input="none", accepts=SEARCH_MODELS, makes=None,
                   refs=("models", "teacher")),
     "train_rec": Kind(rec.TrainRecStep, rec.train_rec, input="none", accepts=(), makes=SEQREC, resumable=True,
