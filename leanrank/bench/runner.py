@@ -330,12 +330,12 @@ def bench_models(models: Sequence[str | Path], *, dataset: str, data_dir, out_di
         for kind, ens in _fit_ensembles(ensembles, members, splits["valid"], valid_tasks, bm25, log):
             mixed = ens.combine({n: scores[n] for n in names}, test_feats if kind == "stacking" else None)
             result = evaluate_rerank(tasks, mixed, rel)
-            name = f"ensemble-{kind}"
-            row = {"name": name, "role": "ensemble", "backend": "ensemble", **result.summary(),
+            label = f"ensemble-{kind}"
+            row = {"name": label, "role": "ensemble", "backend": "ensemble", **result.summary(),
                    "ndcg@10_ci95": list(result.full.ci("ndcg@10")), "mrr@10_ci95": list(result.full.ci("mrr@10")),
                    "quality_queries": len(tasks), "members": names, "weights": ens.weights}
             rows.append(row)
-            entries.append(Entry(name, "ensemble", "ensemble", EnsembleScorer([m.scorer for m in members], ens),
+            entries.append(Entry(label, "ensemble", "ensemble", EnsembleScorer([m.scorer for m in members], ens),
                                  members=tuple(names)))
 
     rng = random.Random(0)

@@ -40,7 +40,7 @@ def test_bench_rows_peers_ensembles_and_report(folders, tmp_path):
     doc = bench_models([folders / "teacher", folders / "teacher-int8", folders / "student-1l"],
                        dataset="synthetic", data_dir=None, out_dir=out, peers=["torch-dynamic", "ort-fp32"],
                        max_queries=12, slow_queries=4, repeats=1, ensembles=["mean", "weighted"],
-                       valid_queries=10, rss=False, log=lambda _m: None)
+                       valid_queries=10, rss=False, name="hd-bench", log=lambda _m: None)
     rows = {r["name"]: r for r in doc["rows"]}
     assert list(rows)[0] == "teacher-fp32" and rows["teacher-fp32"]["ndcg_vs_teacher"] == 1.0
     assert {"peer-torch-quantize_dynamic", "peer-ort-fp32", "teacher-int8", "student-1l",
@@ -62,12 +62,14 @@ def test_bench_rows_peers_ensembles_and_report(folders, tmp_path):
         rows["teacher-int8"]["size_mb"] + rows["student-1l"]["size_mb"], abs=0.02)
     assert "ndcg_gain_vs_best_member" in rows["ensemble-mean"]
     assert set(doc["bar"]) >= {"best_peer", "throughput_vs_best_peer", "speedup_at_98pct_teacher"}
-    saved = json.loads((out / "results.json").read_text())
+    assert sorted(p.name for p in out.glob("hd-bench.*")) == ["hd-bench.html", "hd-bench.json", "hd-bench.md",
+                                                              "hd-bench.png"]
+    saved = json.loads((out / "hd-bench.json").read_text())
     assert [r["name"] for r in saved["rows"]] == list(rows)
-    html = (out / "report.html").read_text()
+    html = (out / "hd-bench.html").read_text()
     assert "data:image/png;base64," in html and "ensemble-weighted" in html
-    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "## " in (out / "report.md").read_text()
+    assert (out / "hd-bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## " in (out / "hd-bench.md").read_text()
 
 
 def test_bench_refuses_bad_input(folders, tmp_path):
