@@ -33,10 +33,10 @@ def test_results_file_schema(path):
         return
     recommendation = doc["dataset"] in ("beauty", "sports")   # full ranking: hr/ndcg, no judged-only NDCG
     for row in doc["rows"]:
-        assert row["role"] in {"teacher", "baseline", "variant", "peer", "ablation", "published"}
+        assert row["role"] in {"teacher", "baseline", "variant", "peer", "ablation", "published", "ensemble"}
         assert 0.0 <= row["ndcg@10"] <= row.get("hr@10", 1.0) <= 1.0
         if recommendation:
-            assert row["role"] == "published" or row["hr@10"] <= row["hr@20"]
+            assert row["role"] == "published" or row["hr@10"] <= row.get("hr@20", 1.0)
         else:
             assert 0.0 <= row["ndcg@10_judged"] <= 1.0
 
@@ -104,3 +104,25 @@ def test_rec_compress_files_bars_match_rows():
         assert row["size_mb"] < teacher["size_mb"]
     assert dist["bar"]["student_10x_smaller_at_97pct"]["met"] is False or \
         dist["bar"]["student_10x_smaller_at_97pct"]["ndcg_vs_teacher"] >= 0.97
+
+
+@pytest.mark.parametrize("name", ["homedepot-bench", "beauty-bench"])
+def test_side_by_side_reports(name):
+    """`leanrank bench` reports: one teacher first, every peer present, html + png beside the json,
+    speed-ups are the ratio to the teacher's measured rate, and the bars follow from the rows."""
+    doc = committed(name, "make bench-report")
+    base = RESULTS / name
+    assert base.with_suffix(".html").read_text().count("data:image/png;base64,") == 1
+    assert base.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    rows = doc["rows"]
+    assert rows[0]["role"] == "teacher" and [r["role"] for r in rows].count("teacher") == 1
+    rate = "users_per_s" if doc["dataset"] == "beauty" else "pairs_per_s"
+    for r in rows:
+        assert r["speedup"] == pytest.approx(r[rate] / rows[0][rate])
+        assert r[f"{rate}_min"] <= r[rate] <= r[f"{rate}_max"] and r["p50_ms"] <= r["p99_ms"]
+    if doc["dataset"] == "homedepot":
+        from leanrank.bench.runner import bars
+
+        assert {r["name"] for r in rows if r["role"] == "peer"} == {
+            "peer-torch-quantize_dynamic", "peer-ort-quantize_dynamic", "peer-ort-fp32", "peer-bf16-autocast"}
+        assert doc["bar"] == json.loads(json.dumps(bars(rows)))
