@@ -174,7 +174,10 @@ def static_facts(entry: Entry) -> dict:
     model = getattr(entry.scorer, "model", None)
     if entry.backend == "torch" and model is not None and hasattr(model, "parameters"):
         facts["params"] = sum(p.numel() for p in model.parameters())
-        if entry.role in ("teacher", "variant") and hasattr(entry.scorer, "tokenize"):
+        card = getattr(entry.scorer, "card", None)
+        quantized = card is not None and any(st.get("step") == "quantize" for st in card.steps)
+        if entry.role in ("teacher", "variant") and hasattr(entry.scorer, "tokenize") and not quantized:
+            # (torch's flop counter does not see quantized kernels: no FLOPs rather than a wrong number)
             try:
                 from leanrank.bench.prune import flops_per_pair
 
