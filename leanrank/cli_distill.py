@@ -26,22 +26,9 @@ SECTIONS = ("student", "distill", "transfer", "stages")
 
 
 def read_config(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    import yaml
+    from leanrank.core.config import read_yaml_sections
 
-    if not Path(path).is_file():
-        raise LeanrankError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise LeanrankError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise LeanrankError(f"{path}: expected a mapping with sections {', '.join(SECTIONS)}")
-    unknown = sorted(set(data) - set(SECTIONS))
-    if unknown:
-        raise LeanrankError(f"{path}: unknown section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
-    return data
+    return read_yaml_sections(path, SECTIONS)
 
 
 def parse_losses(text: str | None) -> dict[str, float]:

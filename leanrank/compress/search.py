@@ -385,18 +385,9 @@ def save_best(study, bench: _Bench, chosen: dict, out: Path, log) -> Path:
 def autotune_command(teacher: Path, out: Path, config_path: Path | None, dataset: str, data_dir, flags: dict,
                      workers_safe: bool = False, log=print) -> dict:
     """``leanrank autotune``: YAML sections ``space`` and ``search`` (flags win), validated first."""
-    import yaml
+    from leanrank.core.config import read_yaml_sections
 
-    data: dict = {}
-    if config_path is not None:
-        if not Path(config_path).is_file():
-            raise LeanrankError(f"{config_path}: config file not found")
-        try:
-            data = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise LeanrankError(f"{config_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict) or set(data) - {"space", "search"}:
-            raise LeanrankError(f"{config_path}: expected a mapping with sections `space` and `search`")
+    data = read_yaml_sections(config_path, ("space", "search"))
     space = SearchSpace.from_dict(data.get("space"))
     search = {**(data.get("search") or {}), **{k: v for k, v in flags.items() if v is not None}}
     if flags.get("max_p50_ms") is not None or flags.get("min_ndcg") is not None:

@@ -19,3 +19,26 @@ def from_mapping(cls, values: dict | None, what: str):
     if unknown:
         raise LeanrankError(f"unknown {what} option {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def read_yaml_sections(path, sections) -> dict:
+    """A YAML config file whose top level may only hold ``sections``; one error line for a missing
+    file, invalid YAML or an unknown section. ``path=None`` → ``{}``."""
+    from pathlib import Path
+
+    if path is None:
+        return {}
+    import yaml
+
+    if not Path(path).is_file():
+        raise LeanrankError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise LeanrankError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise LeanrankError(f"{path}: expected a mapping with sections {', '.join(sections)}")
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise LeanrankError(f"{path}: unknown section {unknown[0]!r}; allowed: {', '.join(sections)}")
+    return data
