@@ -314,13 +314,15 @@ def export_cmd(
     data_dir: Path | None = DataDir,
     parity_size: int = 256,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    fuse: bool = typer.Option(True, "--fuse/--no-fuse",
+                              help="Fuse each attention block into one ORT Attention node (ORT-only graph)."),
 ) -> None:
     """Export to ONNX (dynamo exporter, dynamic batch/sequence); refuses a graph that fails parity."""
     from leanrank.cli_compress import export_model
 
     if format != "onnx":
         raise LeanrankError(f"--format must be onnx, got {format!r}")
-    export_model(model, out, dataset, data_dir, parity_size, overwrite, log=typer.echo)
+    export_model(model, out, dataset, data_dir, parity_size, overwrite, fuse, log=typer.echo)
 
 
 @app.command("demo")

@@ -25,7 +25,7 @@ def _refuse_existing(out: Path, overwrite: bool) -> None:
 
 
 def export_model(model_dir: Path, out: Path, dataset: str, data_dir, parity_size: int = 256,
-                 overwrite: bool = False, log=print) -> dict:
+                 overwrite: bool = False, fuse: bool = True, log=print) -> dict:
     from leanrank.data.registry import load_search_dataset
     from leanrank.models.cross_encoder import CrossEncoder
     from leanrank.runtime.export import export_onnx
@@ -34,8 +34,12 @@ def export_model(model_dir: Path, out: Path, dataset: str, data_dir, parity_size
     model = CrossEncoder.from_pretrained(model_dir)
     pairs = load_search_dataset(dataset, data_dir).split()["valid"].sample_pairs(parity_size, seed=1)
     log(f"exporting {model_dir} to ONNX; parity on {len(pairs)} validation pairs ...")
-    result = export_onnx(model, out, pairs, overwrite=overwrite)
-    log(f"ok {out}: max |diff| {result['max_abs_diff']:.2e}, Spearman {result['spearman']:.6f}")
+    result = export_onnx(model, out, pairs, overwrite=overwrite, fuse=fuse)
+    from leanrank.models.card import ModelCard
+
+    fused = ModelCard.load(out, kind="cross-encoder").steps[-1].get("fused_attention_blocks", 0)
+    log(f"ok {out}: max |diff| {result['max_abs_diff']:.2e}, Spearman {result['spearman']:.6f}; "
+        f"{fused} attention blocks fused")
     return result
 
 

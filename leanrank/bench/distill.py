@@ -116,7 +116,7 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_que
                             rss_peer="torch-dynamic"))
     parity = splits["valid"].sample_pairs(256, seed=1)
     if not (work / "teacher-onnx" / "model.onnx").exists():
-        export_onnx(teacher, work / "teacher-onnx", parity, overwrite=True)
+        export_onnx(teacher, work / "teacher-onnx", parity, overwrite=True, fuse=False)   # the peer's input
     peer_dir = _ort_peer(work / "teacher-onnx", work / "ort-peer")
     variants.append(Variant("peer-ort-quantize_dynamic", "peer", "onnxruntime", load_scorer(peer_dir), peer_dir))
 

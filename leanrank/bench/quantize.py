@@ -87,11 +87,13 @@ def build_variants(teacher_dir: Path, splits, work: Path, valid_queries: int, qa
     out.append(Variant("peer-torch-quantize_dynamic", "peer", "torch", peer, work / "torch-peer",
                        rss_peer="torch-dynamic"))
 
-    log("exporting the teacher to ONNX ...")
-    onnx_dir = work / "ort-fp32"
+    log("exporting the teacher to ONNX (plain graph for the peer, attention-fused for leanrank) ...")
+    plain_dir, onnx_dir = work / "ort-fp32", work / "ort-fp32-fused"
+    export_onnx(teacher, plain_dir, parity, overwrite=True, fuse=False)
     export_onnx(teacher, onnx_dir, parity, overwrite=True)
-    out.append(Variant("ort-fp32", "variant", "onnxruntime", load_scorer(onnx_dir), onnx_dir))
-    peer_dir = _ort_peer(onnx_dir, work / "ort-peer")
+    out.append(Variant("ort-fp32", "variant", "onnxruntime", load_scorer(plain_dir), plain_dir))
+    out.append(Variant("ort-fp32-fused", "variant", "onnxruntime", load_scorer(onnx_dir), onnx_dir))
+    peer_dir = _ort_peer(plain_dir, work / "ort-peer")
     out.append(Variant("peer-ort-quantize_dynamic", "peer", "onnxruntime", load_scorer(peer_dir), peer_dir))
 
     log("ORT int8: dynamic, static QDQ, mixed plan ...")

@@ -97,7 +97,7 @@ def build_entries(models: Sequence[Path], teacher_dir: Path, work: Path, peers: 
         onnx_dir = work / "peer-ort-fp32"
         if not (onnx_dir / "model.onnx").exists():
             log("exporting the teacher to ONNX (dynamo, parity-checked) ...")
-            export_onnx(teacher, onnx_dir, parity, overwrite=True)
+            export_onnx(teacher, onnx_dir, parity, overwrite=True, fuse=False)   # plain: what peers get
         if "ort-fp32" in peers:
             out.append(Entry("peer-ort-fp32", "peer", "onnxruntime", load_scorer(onnx_dir), onnx_dir))
         if "ort-dynamic" in peers:

@@ -35,7 +35,9 @@ class BiEncoder(torch.nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, max_length: int = 64) -> BiEncoder:
         path = resolve_model_path(name_or_path)
-        return cls(AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), max_length)
+        encoder = cls(AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), max_length)
+        encoder.source = str(path)          # identifies the weights (e.g. for embedding caches)
+        return encoder
 
     def forward(self, input_ids, attention_mask, **extra) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state

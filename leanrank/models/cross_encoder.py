@@ -24,6 +24,7 @@ from leanrank.core.errors import LeanrankError
 from leanrank.core.io import load_safetensors_dir
 from leanrank.models.card import ModelCard
 from leanrank.models.defaults import offline, quiet_transformers, resolve_model_path
+from leanrank.models.pair_tokens import CachedPairTokenizer
 from leanrank.models.structure import (
     apply_structure,
     encoder_layers,
@@ -168,6 +169,13 @@ class CrossEncoder(torch.nn.Module):
         enc = encode_pairs(self.tokenizer, queries, titles, self.max_length, "pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
+    def _cached_pairs(self) -> CachedPairTokenizer:
+        """Scoring's tokenizer: each text tokenized once (the ORT scorer does the same)."""
+        cached = self.__dict__.get("_pair_cache")
+        if cached is None or cached.max_length != self.max_length or cached.tokenizer is not self.tokenizer:
+            cached = self.__dict__["_pair_cache"] = CachedPairTokenizer(self.tokenizer, self.max_length)
+        return cached
+
     def forward(self, **features: torch.Tensor) -> torch.Tensor:
         return self.model(**features).logits.squeeze(-1)
 
@@ -185,9 +193,12 @@ class CrossEncoder(torch.nn.Module):
         self.model.eval()
         bar = _progress(len(queries), "scoring") if progress else None
 
+        pairs = self._cached_pairs()
+
         def run_batch(qs, ts):
+            features = {k: torch.from_numpy(v).to(self.device) for k, v in pairs(qs, ts).items()}
             with autocast(self.device, precision):
-                return self(**self.tokenize(qs, ts)).float().cpu().numpy()
+                return self(**features).float().cpu().numpy()
 
         try:
             return score_in_batches(queries, titles, batch_size, run_batch,

@@ -175,12 +175,14 @@ def quantize(ctx: StepContext, c: QuantizeStep) -> dict:
 class ExportStep:
     """ONNX export, refused when the graph fails parity with the torch model."""
     parity_size: int = 256
+    fuse: bool = True                  # one ORT Attention node per attention block
 
 
 def export(ctx: StepContext, c: ExportStep) -> dict:
     from leanrank.cli_compress import export_model
 
-    result = export_model(ctx.input, ctx.model_dir, ctx.dataset, ctx.data_dir, c.parity_size, log=ctx.log)
+    result = export_model(ctx.input, ctx.model_dir, ctx.dataset, ctx.data_dir, c.parity_size, fuse=c.fuse,
+                          log=ctx.log)
     return {k: result[k] for k in ("max_abs_diff", "spearman") if k in result}
 
 

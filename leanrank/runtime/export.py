@@ -68,8 +68,12 @@ def _staged(out_dir: Path, overwrite: bool):
 
 
 def export_onnx(model, out_dir: str | Path, parity_pairs: Pairs, max_abs: float = 1e-3,
-                min_spearman: float = 0.999, overwrite: bool = False) -> dict:
-    """Export a float ``CrossEncoder`` to ``out_dir``; returns the parity numbers."""
+                min_spearman: float = 0.999, overwrite: bool = False, fuse: bool = True) -> dict:
+    """Export a float ``CrossEncoder`` to ``out_dir``; returns the parity numbers.
+
+    ``fuse`` replaces each self-attention block by one ORT ``Attention`` node
+    (:func:`leanrank.runtime.fuse.fuse_attention`; ~10% faster fp32 here, and ``ort_quantize``
+    makes it ``QAttention``). The saved graph, fused or not, is the one checked against PyTorch."""
     require("onnx", "onnx==1.23.2")
     require("onnxscript", "onnxscript")
     from leanrank.compress.quantize import is_quantized
@@ -88,6 +92,7 @@ def export_onnx(model, out_dir: str | Path, parity_pairs: Pairs, max_abs: float 
         program = torch.onnx.export(wrapper, (), kwargs=sample, dynamo=True, dynamic_shapes=dynamic,
                                     input_names=list(sample), output_names=["logits"], verbose=False)
         program.save(str(path))
+        fused = _fuse(path, model.model.config) if fuse else 0
         card = copy.deepcopy(model.card)
         model.tokenizer.save_pretrained(tmp)
         model.model.config.save_pretrained(tmp)
@@ -96,9 +101,22 @@ def export_onnx(model, out_dir: str | Path, parity_pairs: Pairs, max_abs: float 
         scores = OrtScorer(tmp).score(queries, titles)
         result = check_parity(reference, scores, "the exported ONNX graph", max_abs, min_spearman)
         card.add_step("export", format="onnx", exporter="torch.onnx.export(dynamo=True)",
-                      opset=_opset(path), parity_vs_torch=result)
+                      opset=_opset(path), fused_attention_blocks=fused, parity_vs_torch=result)
         card.save(tmp)
     return result
+
+
+def _fuse(path: Path, config) -> int:
+    """Fuse the attention blocks of the graph at ``path`` in place; returns how many were fused."""
+    import onnx
+
+    from leanrank.runtime.fuse import fuse_attention
+
+    head_size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    graph, fused = fuse_attention(onnx.load(str(path)), head_size)
+    if fused:
+        onnx.save(graph, str(path))
+    return fused
 
 
 def _opset(path: Path) -> int:
@@ -121,13 +139,13 @@ def linear_module_of(node) -> str | None:
 
 
 def matmul_blocks(onnx_path: str | Path) -> dict[str, str]:
-    """MatMul/Gemm node name → block (``layer.3``, ``classifier``...) of the Linear it computes."""
+    """MatMul/Gemm/Attention node name → block (``layer.3``, ``classifier``...) of the Linear it computes."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     out = {}
     for node in model.graph.node:
-        if node.op_type in ("MatMul", "Gemm"):
+        if node.op_type in ("MatMul", "Gemm", "Attention"):
             module = linear_module_of(node)
             if module is not None:
                 out[node.name] = "classifier" if module.endswith("classifier") else block_of(module)
@@ -169,11 +187,13 @@ def ort_quantize(src_dir: str | Path, out_dir: str | Path, parity_pairs: Pairs, 
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_exclude=exclude, op_types_to_quantize=["MatMul", "Gemm"],
                             calibrate_method=_calibrate_method(method),
-                            extra_options={"CalibTensorRangeSymmetric": False})
+                            extra_options={"CalibTensorRangeSymmetric": False,
+                                           "DefaultTensorType": onnx.TensorProto.FLOAT})
         else:
             quantize_dynamic(str(plain), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
                              reduce_range=reduce_range, nodes_to_exclude=exclude,
-                             op_types_to_quantize=["MatMul", "Gemm"])
+                             op_types_to_quantize=["MatMul", "Gemm", "Attention"],   # fused → QAttention
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         for f in [*src_dir.glob("tokenizer*"), src_dir / "config.json"]:
             if f.exists():
                 shutil.copy(f, stage / f.name)

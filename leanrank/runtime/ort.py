@@ -1,5 +1,6 @@
 """ONNX Runtime scoring: the same ``score(queries, titles)`` as the torch CrossEncoder, with the
-same tokenization and length-bucketed batching, on an explicit thread count.
+same tokenization (each text tokenized once, then cached) and length-bucketed batching, on an
+explicit thread count.
 
 >>> scorer = OrtScorer("runs/teacher-onnx")          # a folder written by export_onnx
 >>> scorer.score(["cordless drill"], ["DeWalt 20V Cordless Drill Kit"])
@@ -15,7 +16,7 @@ import numpy as np
 from leanrank.core.batching import score_in_batches
 from leanrank.core.errors import LeanrankError, require
 from leanrank.models.card import ModelCard
-from leanrank.models.cross_encoder import encode_pairs
+from leanrank.models.pair_tokens import CachedPairTokenizer
 
 ONNX_FILE = "model.onnx"
 
@@ -58,6 +59,7 @@ class OrtScorer:
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
         self.card = ModelCard.load(self.directory, kind="cross-encoder")
         self.batch_size = batch_size
+        self.pairs = CachedPairTokenizer(self.tokenizer, self.max_length)   # catalog titles repeat
 
     @property
     def max_length(self) -> int:
@@ -65,8 +67,8 @@ class OrtScorer:
 
     def score(self, queries: Sequence[str], titles: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         def run_batch(qs, ts):
-            enc = encode_pairs(self.tokenizer, qs, ts, self.max_length, "np")
-            feeds = {k: enc[k].astype(np.int64) for k in self.input_names}
+            enc = self.pairs(qs, ts)
+            feeds = {k: enc[k] for k in self.input_names}
             return self.session.run(None, feeds)[0].reshape(-1)
 
         return score_in_batches(queries, titles, batch_size or self.batch_size, run_batch)

@@ -12,6 +12,7 @@ builtin scorer: ``builtin:bm25`` / ``builtin:dense`` rerank by the recall scores
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from leanrank.core.errors import LeanrankError
+from leanrank.core.io import atomic_path
 from leanrank.serve.config import ServeConfig
 
 
@@ -72,7 +74,10 @@ class HybridRecall:
             self.title_cache = {self.titles[pid]: vectors[i] for i, pid in enumerate(dense.ids)}
 
     @classmethod
-    def build(cls, titles: Mapping[str, str], encoder=None, rrf_k: int = 60) -> HybridRecall:
+    def build(cls, titles: Mapping[str, str], encoder=None, rrf_k: int = 60,
+              cache_dir: str | Path | None = None, log=print) -> HybridRecall:
+        """BM25 + (with ``encoder``) an exact FAISS index of the catalog; the catalog vectors are
+        read from ``cache_dir`` when an earlier start with the same encoder and titles wrote them."""
         from leanrank.models.bm25 import BM25Index
 
         bm25 = BM25Index.build(titles)
@@ -81,7 +86,8 @@ class HybridRecall:
             from leanrank.models.bi_encoder import DenseIndex
 
             ids = list(titles)
-            dense = DenseIndex.from_embeddings(ids, np.asarray(encoder.encode([titles[i] for i in ids])))
+            vectors = catalog_embeddings(encoder, [titles[i] for i in ids], cache_dir, log)
+            dense = DenseIndex.from_embeddings(ids, vectors)
         return cls(titles, bm25, encoder, dense, rrf_k)
 
     def recall(self, query: str, bm25_k: int, dense_k: int, rerank_n: int) -> Recalled:
@@ -100,6 +106,35 @@ class HybridRecall:
         t3 = time.perf_counter()
         return Recalled(ids, dict(lexical), dict(semantic),
                         {"bm25_ms": (t1 - t0) * 1e3, "dense_ms": (t2 - t1) * 1e3, "fuse_ms": (t3 - t2) * 1e3})
+
+
+def catalog_embeddings(encoder, texts: Sequence[str], cache_dir: str | Path | None, log=print) -> np.ndarray:
+    """``encoder.encode(texts)``, cached as ``cache_dir/<key>.npy``; the key hashes the encoder's
+    weights file(s) (path, size, mtime), its max length and every text, so any change re-encodes."""
+    source = getattr(encoder, "source", None)
+    weights = sorted(Path(source).glob("*.safetensors")) if source and Path(source).is_dir() else []
+    if cache_dir is None or not weights:        # an encoder we cannot identify is never cached
+        return np.asarray(encoder.encode(texts), dtype=np.float32)
+    digest = hashlib.sha256()
+    for f in weights:
+        st = f.stat()
+        digest.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    digest.update(f"{type(encoder).__name__}|{getattr(encoder, 'max_length', '')}|{len(texts)}".encode())
+    for t in texts:
+        digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
+    path = Path(cache_dir) / f"catalog-{digest.hexdigest()[:24]}.npy"
+    if path.exists():
+        vectors = np.load(path, allow_pickle=False)
+        if vectors.shape[0] == len(texts):
+            log(f"catalog embeddings from {path}")
+            return vectors
+    vectors = np.asarray(encoder.encode(texts), dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, vectors, allow_pickle=False)
+    log(f"catalog embeddings cached in {path}")
+    return vectors
 
 
 class Recommender:
@@ -234,7 +269,12 @@ def build_engine(config: ServeConfig, encoder=None, log=print) -> Engine:
 
         encoder = BiEncoder.from_pretrained(config.recall.dense_model)
     log(f"indexing {len(catalog.titles)} products (BM25{' + dense' if encoder is not None else ''}) ...")
-    recall = HybridRecall.build(catalog.titles, encoder, config.recall.rrf_k)
+    recall = HybridRecall.build(catalog.titles, encoder, config.recall.rrf_k,
+                                config.recall.embedding_cache if encoder is not None else None, log)
+    if recall.dense is not None:
+        import faiss
+
+        faiss.omp_set_num_threads(config.recall.faiss_threads)
     variants = {name: load_variant(where, recall) for name, where in config.variants.items()}
     return Engine(config, catalog, recall, load_recommender(config, catalog), variants, dict(config.variants))
 

@@ -48,9 +48,11 @@ class RecallConfig:
     rerank_n: int = 50                # fused candidates the variant reranks
     dense_model: str | None = None    # bi-encoder folder (default: the packaged MiniLM-L6)
     rrf_k: int = 60                   # reciprocal-rank-fusion constant
+    faiss_threads: int = 1            # one query at a time: OpenMP threads only contend with the rerank
+    embedding_cache: str | None = "runs/serve/embeddings"   # catalog vectors, reused across starts
 
     def __post_init__(self) -> None:
-        _positive(self, "bm25_k", "rerank_n", "rrf_k")
+        _positive(self, "bm25_k", "rerank_n", "rrf_k", "faiss_threads")
         if self.dense_k < 0:
             raise LeanrankError(f"dense_k must be >= 0, got {self.dense_k}")
         if self.rerank_n > self.bm25_k + self.dense_k:

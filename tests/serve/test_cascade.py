@@ -93,3 +93,41 @@ def test_demo_recipe_is_valid():
     config = load_config(Path(__file__).resolve().parents[2] / "recipes" / "serve-demo.yaml")
     assert config.catalog.source == "synthetic" and config.bootstrap.enabled and config.privacy.insecure_dev_secret
     assert config.bandit_config().arms == tuple(config.variants)
+
+
+class CountingEncoder(TrigramEncoder):
+    """A TrigramEncoder that says where its weights are and counts the texts it encodes."""
+
+    def __init__(self, source: Path | None):
+        super().__init__()
+        self.source, self.encoded = (str(source) if source else None), 0
+
+    def encode(self, texts, batch_size: int = 128):
+        self.encoded += len(texts)
+        return super().encode(texts)
+
+
+def test_catalog_embeddings_are_cached_per_encoder_and_titles(tmp_path):
+    from leanrank.serve.cascade import catalog_embeddings
+
+    weights = tmp_path / "enc"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"v1")
+    cache = tmp_path / "cache"
+    texts = list(TITLES.values())
+    first = CountingEncoder(weights)
+    a = catalog_embeddings(first, texts, cache, log=lambda _: None)
+    assert first.encoded == len(texts) and len(list(cache.glob("catalog-*.npy"))) == 1
+    again = CountingEncoder(weights)
+    np.testing.assert_array_equal(catalog_embeddings(again, texts, cache, log=lambda _: None), a)
+    assert again.encoded == 0                                  # read back, not re-encoded
+    changed = CountingEncoder(weights)
+    catalog_embeddings(changed, texts[:-1] + ["a new title"], cache, log=lambda _: None)
+    assert changed.encoded == len(texts)                       # a changed catalog re-encodes
+    (weights / "model.safetensors").write_bytes(b"v2 weights")
+    retrained = CountingEncoder(weights)
+    catalog_embeddings(retrained, texts, cache, log=lambda _: None)
+    assert retrained.encoded == len(texts)                     # changed weights re-encode
+    anonymous = CountingEncoder(None)
+    catalog_embeddings(anonymous, texts, tmp_path / "never", log=lambda _: None)
+    assert anonymous.encoded == len(texts) and not (tmp_path / "never").exists()
