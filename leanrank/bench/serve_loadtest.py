@@ -51,11 +51,16 @@ def free_port() -> int:
 
 
 def server_config(variant: str, model_dir: str, work: Path, catalog: str, data_dir: str | None, recall_k: int,
-                  rerank_n: int, queue_size: int, dense: bool = True) -> dict:
-    """A ``leanrank serve`` config with one variant (the bandit has one arm: always that variant)."""
+                  rerank_n: int, queue_size: int, dense: bool = True, dense_runtime: str = "onnx",
+                  cache: Path | None = None) -> dict:
+    """A ``leanrank serve`` config with one variant (the bandit has one arm: always that variant).
+    ``cache`` (shared by the servers of a run) keeps the catalog vectors and the query encoder."""
+    cache = cache or work / "cache"
     return {
         "catalog": {"source": catalog, **({"data_dir": str(data_dir)} if catalog == "homedepot" else {})},
-        "recall": {"bm25_k": recall_k, "dense_k": recall_k if dense else 0, "rerank_n": rerank_n},
+        "recall": {"bm25_k": recall_k, "dense_k": recall_k if dense else 0, "rerank_n": rerank_n,
+                   "dense_runtime": dense_runtime, "embedding_cache": str(cache / "embeddings"),
+                   "encoder_cache": str(cache / "encoders")},
         "variants": {variant: str(model_dir)},
         "bandit": {"policy": "thompson", "seed": 0},
         "batching": {"max_batch": 4, "max_wait_ms": 2, "queue_size": queue_size, "deadline_ms": 10000},
@@ -214,7 +219,13 @@ def bars(rows: list[dict]) -> dict:
 
 def run_bench(args: argparse.Namespace, log=print) -> dict:
     t_start = time.time()
-    for name, path in (("compressed", args.compressed), ("teacher", args.teacher)):
+    extras = []
+    for spec in args.extra:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise LeanrankError(f"--extra wants NAME=MODEL_DIR, got {spec!r}")
+        extras.append((name, path))
+    for name, path in (("compressed", args.compressed), ("teacher", args.teacher), *extras):
         if not str(path).startswith("builtin:") and not Path(path).is_dir():
             raise LeanrankError(f"--{name} {path}: model folder not found")
     work = Path(args.work_dir)
@@ -227,7 +238,8 @@ def run_bench(args: argparse.Namespace, log=print) -> dict:
     queries_file.write_text("\n".join(queries) + "\n", encoding="utf-8")
     log(f"{args.catalog}: {n_products} products, {len(queries)} held-out test queries")
     common = dict(catalog=args.catalog, data_dir=args.data_dir, recall_k=args.recall_k, rerank_n=args.rerank_n,
-                  queue_size=args.queue_size, dense=not args.no_dense)
+                  queue_size=args.queue_size, dense=not args.no_dense, dense_runtime=args.dense_runtime,
+                  cache=work / "cache")
     rows, results, checks, servers = [], {}, {}, {}
     plan = [("compressed", args.compressed_name, args.compressed,
              [("A", args.concurrency, args.requests, args.seconds, args.feedback, args.rate),
@@ -235,6 +247,8 @@ def run_bench(args: argparse.Namespace, log=print) -> dict:
                 if args.paced_rate else []),
               ("C", args.overload_concurrency, args.overload_requests, args.overload_seconds, args.overload_feedback,
                None)]),
+            *[(f"extra-{i}", name, path, [(f"A{i + 2}", args.concurrency, args.requests, args.seconds, args.feedback,
+                                           args.rate)]) for i, (name, path) in enumerate(extras)],
             ("teacher", args.teacher_name, args.teacher,
              [("B", args.concurrency, args.requests, args.seconds, args.feedback, args.rate)])]
     for key, variant, model_dir, phases in plan:
@@ -258,7 +272,7 @@ def run_bench(args: argparse.Namespace, log=print) -> dict:
             row["feedback_in_db"] = checks[phase]["found"]
             log(f"phase {phase} feedback: {checks[phase]['found']}/{checks[phase]['acknowledged']} acknowledged "
                 f"rows in the DB")
-    rows.sort(key=lambda r: r["phase"])   # A, A-paced, B, C
+    rows.sort(key=lambda r: r["phase"])   # A, A-paced, A2.., B, C
     doc = _document(args, rows, results, checks, servers, n_products, len(queries), time.time() - t_start)
     from leanrank.bench.report import write_results
 
@@ -325,6 +339,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recall-k", type=int, default=1000, help="BM25 and dense candidates each")
     p.add_argument("--rerank-n", type=int, default=50)
     p.add_argument("--no-dense", action="store_true", help="BM25 recall only (quick checks)")
+    p.add_argument("--dense-runtime", default="onnx", choices=("onnx", "torch"), help="query encoder runtime")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=DIR",
+                   help="another compressed variant measured like phase A (phases A2, A3...)")
     p.add_argument("--queue-size", type=int, default=8)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--requests", type=int, default=400)

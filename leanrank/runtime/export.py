@@ -86,7 +86,7 @@ def export_onnx(model, out_dir: str | Path, parity_pairs: Pairs, max_abs: float 
     sample = {k: sample[k].cpu() for k in ("input_ids", "attention_mask", "token_type_ids")}
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=4096)
     dynamic = {k: {0: batch, 1: seq} for k in sample}
-    wrapper = _Logits(copy.deepcopy(model.model).cpu().float())
+    wrapper = _Logits(copy.deepcopy(model.model).cpu().float()).eval()
     with _staged(Path(out_dir), overwrite) as tmp:
         path = tmp / ONNX_FILE
         program = torch.onnx.export(wrapper, (), kwargs=sample, dynamo=True, dynamic_shapes=dynamic,

@@ -13,6 +13,7 @@ traced. ``quantize_dynamic`` then turns the node into ``QAttention`` (int8 QKV p
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import defaultdict
 
@@ -58,6 +59,8 @@ def fuse_attention(model, head_size: int):
     import onnx
     from onnx import helper, numpy_helper
 
+    original = model
+    model = copy.deepcopy(model)
     graph = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     blocks: dict[str, list] = defaultdict(list)
@@ -117,10 +120,13 @@ def fuse_attention(model, head_size: int):
             new_nodes.append(fused_at[id(node)])
         elif id(node) not in removed:
             new_nodes.append(node)
-    # keep topological order: each fused node goes where its block's last node was, after all
-    # of the block's inputs; the mask cast goes first (it reads a graph input only)
+    # each fused node goes where its block's last node was; _live re-sorts what needs it
+    try:
+        ordered = _live(new_nodes, graph_outputs)
+    except ValueError:                 # an unexpected graph shape: give the caller the original back
+        return original, 0
     del graph.node[:]
-    graph.node.extend(_live(new_nodes, graph_outputs))
+    graph.node.extend(ordered)
     used = {i for n in graph.node for i in n.input}
     keep = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
@@ -132,7 +138,8 @@ def fuse_attention(model, head_size: int):
 
 
 def _live(nodes, outputs: set[str]):
-    """Nodes that (transitively) feed a graph output, in their original order."""
+    """Nodes that (transitively) feed a graph output, topologically sorted (stable: a node keeps
+    its place unless an input it reads is produced later, e.g. by a fused node)."""
     producer = {o: n for n in nodes for o in n.output}
     needed, stack, live = set(), list(outputs), set()
     while stack:
@@ -144,4 +151,17 @@ def _live(nodes, outputs: set[str]):
         if n is not None and id(n) not in live:
             live.add(id(n))
             stack.extend(i for i in n.input if i)
-    return [n for n in nodes if id(n) in live]
+    kept = [n for n in nodes if id(n) in live]
+    done: set[str] = set()
+    ordered, emitted = [], set()
+    while len(ordered) < len(kept):
+        progress = False
+        for n in kept:
+            if id(n) not in emitted and all(i in done or i not in producer for i in n.input if i):
+                ordered.append(n)
+                emitted.add(id(n))
+                done.update(n.output)
+                progress = True
+        if not progress:
+            raise ValueError("attention fusion produced a cycle")
+    return ordered

@@ -112,7 +112,8 @@ def catalog_embeddings(encoder, texts: Sequence[str], cache_dir: str | Path | No
     """``encoder.encode(texts)``, cached as ``cache_dir/<key>.npy``; the key hashes the encoder's
     weights file(s) (path, size, mtime), its max length and every text, so any change re-encodes."""
     source = getattr(encoder, "source", None)
-    weights = sorted(Path(source).glob("*.safetensors")) if source and Path(source).is_dir() else []
+    weights = sorted(f for pattern in ("*.safetensors", "*.onnx") for f in Path(source).glob(pattern)) \
+        if source and Path(source).is_dir() else []
     if cache_dir is None or not weights:        # an encoder we cannot identify is never cached
         return np.asarray(encoder.encode(texts), dtype=np.float32)
     digest = hashlib.sha256()
@@ -268,6 +269,12 @@ def build_engine(config: ServeConfig, encoder=None, log=print) -> Engine:
         from leanrank.models.bi_encoder import BiEncoder
 
         encoder = BiEncoder.from_pretrained(config.recall.dense_model)
+        if config.recall.dense_runtime == "onnx":
+            from leanrank.runtime.bi_encoder_onnx import onnx_bi_encoder
+
+            texts = list(catalog.titles.values())[:64] + catalog.check_queries[:64]
+            encoder = onnx_bi_encoder(encoder, config.recall.encoder_cache, texts, config.recall.encoder_threads,
+                                      log=log)
     log(f"indexing {len(catalog.titles)} products (BM25{' + dense' if encoder is not None else ''}) ...")
     recall = HybridRecall.build(catalog.titles, encoder, config.recall.rrf_k,
                                 config.recall.embedding_cache if encoder is not None else None, log)

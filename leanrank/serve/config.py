@@ -50,9 +50,14 @@ class RecallConfig:
     rrf_k: int = 60                   # reciprocal-rank-fusion constant
     faiss_threads: int = 1            # one query at a time: OpenMP threads only contend with the rerank
     embedding_cache: str | None = "runs/serve/embeddings"   # catalog vectors, reused across starts
+    dense_runtime: str = "torch"      # query encoder: torch, or onnx (exported once, parity-checked)
+    encoder_threads: int = 1          # ORT threads of the onnx query encoder
+    encoder_cache: str = "runs/serve/encoders"              # where the onnx query encoder is kept
 
     def __post_init__(self) -> None:
-        _positive(self, "bm25_k", "rerank_n", "rrf_k", "faiss_threads")
+        _positive(self, "bm25_k", "rerank_n", "rrf_k", "faiss_threads", "encoder_threads")
+        if self.dense_runtime not in ("torch", "onnx"):
+            raise LeanrankError(f"recall.dense_runtime must be torch or onnx, got {self.dense_runtime!r}")
         if self.dense_k < 0:
             raise LeanrankError(f"dense_k must be >= 0, got {self.dense_k}")
         if self.rerank_n > self.bm25_k + self.dense_k:

@@ -131,3 +131,33 @@ def test_catalog_embeddings_are_cached_per_encoder_and_titles(tmp_path):
     anonymous = CountingEncoder(None)
     catalog_embeddings(anonymous, texts, tmp_path / "never", log=lambda _: None)
     assert anonymous.encoded == len(texts) and not (tmp_path / "never").exists()
+
+
+def test_engine_with_the_onnx_query_encoder_exports_once_and_caches_the_catalog(tmp_path, one_thread):
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from leanrank.models.defaults import resolve_model_path
+    from leanrank.runtime.bi_encoder_onnx import OrtBiEncoder
+    from leanrank.serve.cascade import build_engine
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-encoder"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=1, intermediate_size=64,
+                         max_position_embeddings=64)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_model_path(None)).save_pretrained(folder)
+    config = make_config(tmp_path, variants={"a": "builtin:dense"}, catalog={"source": "synthetic", "n_products": 120},
+                         recall={"dense_model": str(folder), "dense_runtime": "onnx",
+                                 "embedding_cache": str(tmp_path / "emb"), "encoder_cache": str(tmp_path / "enc")})
+    first: list[str] = []
+    engine = build_engine(config, log=first.append)
+    assert isinstance(engine.recall_index.encoder, OrtBiEncoder)
+    got = engine.recall_index.recall("cordless drill", bm25_k=8, dense_k=8, rerank_n=10)
+    assert got.dense and len(got.ids) <= 10
+    assert any("exporting the query encoder" in line for line in first)
+    again: list[str] = []
+    build_engine(config, log=again.append)            # a restart: nothing exported or encoded again
+    assert not any("exporting" in line for line in again)
+    assert any("catalog embeddings from" in line for line in again)
+    with pytest.raises(LeanrankError, match="dense_runtime"):
+        make_config(tmp_path, recall={"dense_runtime": "tensorrt"})

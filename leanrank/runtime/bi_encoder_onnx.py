@@ -1,0 +1,122 @@
+"""The bi-encoder (mean pooling + L2 norm included) as an ONNX Runtime graph, for serving: one
+short query through ORT on one thread costs a fraction of the torch call, and its thread count
+is its own (torch's is process-wide and shared with the reranker).
+
+>>> folder = export_bi_encoder(BiEncoder.from_pretrained(), "runs/serve/encoder-onnx", texts)
+>>> OrtBiEncoder(folder, threads=1).encode(["cordless drill"]).shape
+(1, 384)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from leanrank.core.batching import length_bucketed_batches
+from leanrank.core.errors import LeanrankError, require
+from leanrank.core.io import write_json
+from leanrank.runtime.ort import ONNX_FILE, session
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class _Pooled(torch.nn.Module):
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+
+
+class OrtBiEncoder:
+    """``encode(texts) -> unit vectors`` like :class:`leanrank.models.bi_encoder.BiEncoder`, on ORT."""
+
+    def __init__(self, directory: str | Path, threads: int | None = None):
+        from transformers import AutoTokenizer
+
+        self.directory = Path(directory)
+        if not (self.directory / ONNX_FILE).exists():
+            raise LeanrankError(f"{self.directory}: no {ONNX_FILE}")
+        meta = _read_meta(self.directory)
+        self.max_length, self.dim = int(meta["max_length"]), int(meta["dim"])
+        self.session = session(self.directory / ONNX_FILE, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
+        self.source = str(self.directory)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for idx in length_bucketed_batches([len(t) for t in texts], batch_size):
+            enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
+                                 padding=True, return_tensors="np")
+            feeds = {k: np.asarray(enc[k], dtype=np.int64) for k in self.input_names}
+            if "token_type_ids" in self.input_names and "token_type_ids" not in enc:
+                feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+            out[idx] = self.session.run(None, feeds)[0]
+        return out
+
+
+def _read_meta(directory: Path) -> dict:
+    import json
+
+    path = directory / "bi_encoder.json"
+    if not path.exists():
+        raise LeanrankError(f"{directory}: no bi_encoder.json (write the folder with export_bi_encoder)")
+    return json.loads(path.read_text())
+
+
+def export_bi_encoder(encoder, out_dir: str | Path, parity_texts: Sequence[str], max_abs: float = 1e-4,
+                      fuse: bool = True) -> Path:
+    """Export ``encoder`` (a torch ``BiEncoder``) to ``out_dir`` and check every parity text's
+    vector against torch (max abs difference ≤ ``max_abs``); a failing graph is not kept."""
+    require("onnx", "onnx==1.23.2")
+    require("onnxscript", "onnxscript")
+    from leanrank.runtime.export import _fuse, _staged
+
+    if not parity_texts:
+        raise LeanrankError("bi-encoder export needs parity texts")
+    encoder.model.eval()
+    sample = encoder.tokenizer(list(parity_texts[:4]) * 2, truncation=True, max_length=encoder.max_length,
+                               padding=True, return_tensors="pt")
+    sample = {k: sample[k] if k in sample else torch.zeros_like(sample["input_ids"]) for k in INPUTS}
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=2, max=4096)
+    with _staged(Path(out_dir), overwrite=True) as tmp:
+        program = torch.onnx.export(_Pooled(encoder).cpu().float().eval(), (), kwargs=sample, dynamo=True,
+                                    dynamic_shapes={k: {0: batch, 1: seq} for k in sample},
+                                    input_names=list(INPUTS), output_names=["sentence_embedding"], verbose=False)
+        program.save(str(tmp / ONNX_FILE))
+        fused = _fuse(tmp / ONNX_FILE, encoder.model.config) if fuse else 0
+        encoder.tokenizer.save_pretrained(tmp)
+        meta = {"max_length": encoder.max_length, "dim": int(encoder.model.config.hidden_size),
+                "source": str(getattr(encoder, "source", "")), "fused_attention_blocks": fused}
+        write_json(tmp / "bi_encoder.json", meta)
+        reference = encoder.encode(list(parity_texts))
+        got = OrtBiEncoder(tmp, threads=1).encode(list(parity_texts))
+        diff = float(np.abs(reference - got).max())
+        if not diff <= max_abs:
+            raise LeanrankError(f"the exported bi-encoder fails parity: max |diff| {diff:.2e} > {max_abs:.0e}")
+        write_json(tmp / "bi_encoder.json", {**meta, "parity_max_abs_diff": diff, "parity_texts": len(parity_texts)})
+    return Path(out_dir)
+
+
+def onnx_bi_encoder(encoder, cache_root: str | Path, parity_texts: Sequence[str], threads: int | None = 1,
+                    log=print) -> OrtBiEncoder:
+    """An :class:`OrtBiEncoder` for ``encoder``, exported once into ``cache_root/<weights key>/``."""
+    source = Path(getattr(encoder, "source", "") or "")
+    weights = sorted(source.glob("*.safetensors")) if source.is_dir() else []
+    if not weights:
+        raise LeanrankError("the ONNX query encoder needs a bi-encoder loaded from a folder with safetensors")
+    digest = hashlib.sha256(f"{encoder.max_length}".encode())
+    for f in weights:
+        st = f.stat()
+        digest.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    folder = Path(cache_root) / f"bi-encoder-{digest.hexdigest()[:16]}"
+    if not (folder / "bi_encoder.json").exists():
+        log(f"exporting the query encoder to ONNX ({folder}) ...")
+        export_bi_encoder(encoder, folder, parity_texts)
+    return OrtBiEncoder(folder, threads=threads)
