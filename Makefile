@@ -62,14 +62,37 @@ bench-rec-compress: $(STAMP)
 	$(PY) -m leanrank.bench.rec_compress --teacher runs/rec-bench/beauty/teacher/model --data-dir $(LEANRANK_DATA) \
 		--out-dir benchmarks/results
 
-# `leanrank serve` on the Home Depot catalog under `leanrank loadtest` (locust): the compressed student
-# (ORT int8, from `make bench-distill`) at concurrency 4, then overload, then the fp32 teacher (~15 min on 2 CPUs).
-# SERVE_ARGS adds options, e.g. SERVE_ARGS="--catalog synthetic --requests 20 --overload-requests 60" for a check.
+# `leanrank serve` on the Home Depot catalog under `leanrank loadtest` (locust): two distilled students
+# (ORT int8, attention-fused) at concurrency 4, overload of the first, then the fp32 teacher (~20 min on
+# 2 CPUs). The students: the homedepot recipe's 2x256 (`make bench-report`) and a 2x128 distilled here
+# (~45 min, reusing the recipe's cached teacher scores). SERVE_ARGS adds options, e.g.
+# SERVE_ARGS="--catalog synthetic --requests 20 --overload-requests 60" for a check.
 SERVE_ARGS ?=
-bench-serve: $(STAMP) $(TEACHER)
+SV := runs/serve-variants
+bench-serve: $(STAMP) $(SV)/student-2x128-int8/model.onnx $(SV)/student-2x256-int8/model.onnx
 	$(PY) -m leanrank.bench.serve_loadtest --data-dir $(LEANRANK_DATA) \
-		--compressed runs/distill-bench/student-ort-int8 --teacher runs/teacher-homedepot-2/model \
-		--out benchmarks/results/serve-loadtest $(SERVE_ARGS)
+		--compressed $(SV)/student-2x128-int8 --compressed-name student-2x128-ort-int8 \
+		--extra student-2x256-ort-int8=$(SV)/student-2x256-int8 \
+		--teacher runs/teacher-homedepot/model --out benchmarks/results/serve-loadtest $(SERVE_ARGS)
+
+$(SV)/student-2x256-int8/model.onnx: $(STAMP)
+	test -f runs/recipe-homedepot/student/model/leanrank.json || $(MAKE) bench-report
+	$(VENV)/bin/leanrank export runs/recipe-homedepot/student/model --out $(SV)/student-2x256-onnx \
+		--dataset homedepot --data-dir $(LEANRANK_DATA) --overwrite
+	$(VENV)/bin/leanrank quantize $(SV)/student-2x256-onnx --scheme ort-int8-dynamic --overwrite \
+		--out $(SV)/student-2x256-int8 --dataset homedepot --data-dir $(LEANRANK_DATA)
+
+$(SV)/student-2x128-int8/model.onnx: $(STAMP)
+	test -f runs/teacher-homedepot/model/leanrank.json || $(MAKE) teacher
+	mkdir -p runs/student-2x128
+	test -d runs/student-2x128/transfer || ! test -d runs/recipe-homedepot/student/transfer || \
+		cp -r runs/recipe-homedepot/student/transfer runs/student-2x128/
+	$(VENV)/bin/leanrank distill runs/teacher-homedepot/model --out runs/student-2x128 \
+		--config recipes/distill-2x128.yaml --dataset homedepot --data-dir $(LEANRANK_DATA) --resume
+	$(VENV)/bin/leanrank export runs/student-2x128/model --out $(SV)/student-2x128-onnx \
+		--dataset homedepot --data-dir $(LEANRANK_DATA) --overwrite
+	$(VENV)/bin/leanrank quantize $(SV)/student-2x128-onnx --scheme ort-int8-dynamic --overwrite \
+		--out $(SV)/student-2x128-int8 --dataset homedepot --data-dir $(LEANRANK_DATA)
 
 # Issue 7's side-by-side reports from the recipes (resumable; finished steps are skipped):
 # benchmarks/results/homedepot-bench.* (~1.5 h after the stage-1 teacher) and beauty-bench.* (~30 min).

@@ -68,3 +68,14 @@ def test_shipped_recipes_validate(name):
     stages, transfer = plan(read_config(Path(__file__).resolve().parents[1] / "recipes" / name), {}, {}, {})
     assert stages[-1][0].hidden_size == 256 and stages[-1][1].steps == 2400
     assert transfer.max_queries == 3000
+
+
+def test_served_student_config_validates():
+    from pathlib import Path
+
+    from leanrank.cli_distill import plan, read_config
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "distill-2x128.yaml"
+    stages, transfer = plan(read_config(path), {}, {}, {})
+    assert (stages[-1][0].num_layers, stages[-1][0].hidden_size, stages[-1][0].intermediate_size) == (2, 128, 512)
+    assert stages[-1][1].steps == 3000 and transfer.max_queries == 2000
