@@ -52,14 +52,15 @@ def free_port() -> int:
 
 def server_config(variant: str, model_dir: str, work: Path, catalog: str, data_dir: str | None, recall_k: int,
                   rerank_n: int, queue_size: int, dense: bool = True, dense_runtime: str = "onnx",
-                  cache: Path | None = None) -> dict:
+                  cache: Path | None = None, dense_index: str = "fp16") -> dict:
     """A ``leanrank serve`` config with one variant (the bandit has one arm: always that variant).
     ``cache`` (shared by the servers of a run) keeps the catalog vectors and the query encoder."""
     cache = cache or work / "cache"
     return {
         "catalog": {"source": catalog, **({"data_dir": str(data_dir)} if catalog == "homedepot" else {})},
         "recall": {"bm25_k": recall_k, "dense_k": recall_k if dense else 0, "rerank_n": rerank_n,
-                   "dense_runtime": dense_runtime, "embedding_cache": str(cache / "embeddings"),
+                   "dense_runtime": dense_runtime, "dense_index": dense_index,
+                   "embedding_cache": str(cache / "embeddings"),
                    "encoder_cache": str(cache / "encoders")},
         "variants": {variant: str(model_dir)},
         "bandit": {"policy": "thompson", "seed": 0},
@@ -239,7 +240,7 @@ def run_bench(args: argparse.Namespace, log=print) -> dict:
     log(f"{args.catalog}: {n_products} products, {len(queries)} held-out test queries")
     common = dict(catalog=args.catalog, data_dir=args.data_dir, recall_k=args.recall_k, rerank_n=args.rerank_n,
                   queue_size=args.queue_size, dense=not args.no_dense, dense_runtime=args.dense_runtime,
-                  cache=work / "cache")
+                  cache=work / "cache", dense_index=args.dense_index)
     rows, results, checks, servers = [], {}, {}, {}
     plan = [("compressed", args.compressed_name, args.compressed,
              [("A", args.concurrency, args.requests, args.seconds, args.feedback, args.rate),
@@ -340,6 +341,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rerank-n", type=int, default=50)
     p.add_argument("--no-dense", action="store_true", help="BM25 recall only (quick checks)")
     p.add_argument("--dense-runtime", default="onnx", choices=("onnx", "torch"), help="query encoder runtime")
+    p.add_argument("--dense-index", default="fp16", choices=("flat", "fp16", "sq8"), help="FAISS index of the catalog")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=DIR",
                    help="another compressed variant measured like phase A (phases A2, A3...)")
     p.add_argument("--queue-size", type=int, default=8)

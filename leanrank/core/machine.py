@@ -13,6 +13,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
+        "cpu_features": cpu_features(),
     }
     try:
         import torch
@@ -22,6 +23,27 @@ def machine_info() -> dict:
     except ImportError:
         pass
     return info
+
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
+               "amx_bf16")
+
+
+def cpu_features(cpuinfo: str | None = None) -> list[str]:
+    """The CPU flags that decide int8/bf16 kernel speed (VNNI, AVX-512 BF16/FP16, AMX), from
+    /proc/cpuinfo; empty where it cannot be read."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return []
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return [f for f in SPEED_FLAGS if f in flags]
 
 
 def versions(packages: tuple[str, ...] = (

@@ -45,11 +45,17 @@ class OrtBiEncoder:
         meta = _read_meta(self.directory)
         self.max_length, self.dim = int(meta["max_length"]), int(meta["dim"])
         self.session = session(self.directory / ONNX_FILE, threads)
+        self._bulk = None          # a session on every thread, for catalog-sized inputs
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
         self.source = str(self.directory)
 
     def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+        run = self.session.run
+        if len(texts) > 4 * batch_size:           # a catalog, not a query: use all cores
+            if self._bulk is None:
+                self._bulk = session(self.directory / ONNX_FILE, None)
+            run = self._bulk.run
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for idx in length_bucketed_batches([len(t) for t in texts], batch_size):
             enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
@@ -57,7 +63,7 @@ class OrtBiEncoder:
             feeds = {k: np.asarray(enc[k], dtype=np.int64) for k in self.input_names}
             if "token_type_ids" in self.input_names and "token_type_ids" not in enc:
                 feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
-            out[idx] = self.session.run(None, feeds)[0]
+            out[idx] = run(None, feeds)[0]
         return out
 
 

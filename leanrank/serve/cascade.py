@@ -75,7 +75,7 @@ class HybridRecall:
 
     @classmethod
     def build(cls, titles: Mapping[str, str], encoder=None, rrf_k: int = 60,
-              cache_dir: str | Path | None = None, log=print) -> HybridRecall:
+              cache_dir: str | Path | None = None, log=print, index: str = "flat") -> HybridRecall:
         """BM25 + (with ``encoder``) an exact FAISS index of the catalog; the catalog vectors are
         read from ``cache_dir`` when an earlier start with the same encoder and titles wrote them."""
         from leanrank.models.bm25 import BM25Index
@@ -87,7 +87,7 @@ class HybridRecall:
 
             ids = list(titles)
             vectors = catalog_embeddings(encoder, [titles[i] for i in ids], cache_dir, log)
-            dense = DenseIndex.from_embeddings(ids, vectors)
+            dense = DenseIndex.from_embeddings(ids, vectors, index)
         return cls(titles, bm25, encoder, dense, rrf_k)
 
     def recall(self, query: str, bm25_k: int, dense_k: int, rerank_n: int) -> Recalled:
@@ -277,7 +277,8 @@ def build_engine(config: ServeConfig, encoder=None, log=print) -> Engine:
                                       log=log)
     log(f"indexing {len(catalog.titles)} products (BM25{' + dense' if encoder is not None else ''}) ...")
     recall = HybridRecall.build(catalog.titles, encoder, config.recall.rrf_k,
-                                config.recall.embedding_cache if encoder is not None else None, log)
+                                config.recall.embedding_cache if encoder is not None else None, log,
+                                config.recall.dense_index)
     if recall.dense is not None:
         import faiss
 

@@ -49,6 +49,7 @@ class RecallConfig:
     dense_model: str | None = None    # bi-encoder folder (default: the packaged MiniLM-L6)
     rrf_k: int = 60                   # reciprocal-rank-fusion constant
     faiss_threads: int = 1            # one query at a time: OpenMP threads only contend with the rerank
+    dense_index: str = "flat"         # flat (exact) | fp16 | sq8 (scalar-quantized: less memory per scan)
     embedding_cache: str | None = "runs/serve/embeddings"   # catalog vectors, reused across starts
     dense_runtime: str = "torch"      # query encoder: torch, or onnx (exported once, parity-checked)
     encoder_threads: int = 1          # ORT threads of the onnx query encoder
@@ -56,6 +57,8 @@ class RecallConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "bm25_k", "rerank_n", "rrf_k", "faiss_threads", "encoder_threads")
+        if self.dense_index not in ("flat", "fp16", "sq8"):
+            raise LeanrankError(f"recall.dense_index must be flat, fp16 or sq8, got {self.dense_index!r}")
         if self.dense_runtime not in ("torch", "onnx"):
             raise LeanrankError(f"recall.dense_runtime must be torch or onnx, got {self.dense_runtime!r}")
         if self.dense_k < 0:

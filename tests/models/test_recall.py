@@ -236,3 +236,25 @@ def test_bm25_stopword_only_query_scores_zero_instead_of_crashing():
     assert BM25Scorer(index, titles).score(["the of", "drill"], ["cordless drill", "cordless drill"])[0] == 0.0
     assert index.score("the", ["a", "b"]).tolist() == [0.0, 0.0]
     assert index.search(["the"], k=2) == [[]]
+
+
+def test_scalar_quantized_dense_index_keeps_the_ranking():
+    import numpy as np
+    import pytest
+
+    from leanrank.core.errors import LeanrankError
+    from leanrank.models.bi_encoder import DenseIndex
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"p{i}" for i in range(500)]
+    query = vectors[:3] + 0.1 * rng.normal(size=(3, 32)).astype(np.float32)
+    exact = DenseIndex.from_embeddings(ids, vectors).search(query, k=50)
+    for kind, need in (("fp16", 0.98), ("sq8", 0.9)):
+        got = DenseIndex.from_embeddings(ids, vectors, kind).search(query, k=50)
+        for a, b in zip(exact, got):
+            assert a[0][0] == b[0][0]                               # the nearest is the nearest
+            assert len({p for p, _ in a} & {p for p, _ in b}) / 50 >= need
+    with pytest.raises(LeanrankError, match="dense index"):
+        DenseIndex.from_embeddings(ids, vectors, "hnsw")

@@ -64,3 +64,13 @@ def test_needs_an_encoder_from_a_folder(encoder, tmp_path):
     anonymous.source = None
     with pytest.raises(LeanrankError, match="safetensors"):
         onnx_bi_encoder(anonymous, tmp_path, TEXTS)
+
+
+def test_catalog_sized_inputs_use_the_bulk_session(encoder, tmp_path):
+    from leanrank.runtime.bi_encoder_onnx import onnx_bi_encoder
+
+    ort = onnx_bi_encoder(encoder, tmp_path, TEXTS[:3], threads=1, log=lambda _: None)
+    many = TEXTS * 10
+    got = ort.encode(many, batch_size=8)           # 70 texts > 4 batches: the all-core session
+    assert ort._bulk is not None
+    np.testing.assert_allclose(got, encoder.encode(many), atol=1e-5)
