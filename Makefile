@@ -63,16 +63,16 @@ bench-rec-compress: $(STAMP)
 		--out-dir benchmarks/results
 
 # `leanrank serve` on the Home Depot catalog under `leanrank loadtest` (locust): two distilled students
-# (ORT int8, attention-fused) at concurrency 4, overload of the first, then the fp32 teacher (~20 min on
-# 2 CPUs). The students: the homedepot recipe's 2x256 (`make bench-report`) and a 2x128 distilled here
+# (ORT int8, attention-fused) at concurrency 4, overload of the first (the better-ranking 2x256), then
+# the fp32 teacher (~20 min on 2 CPUs). The students: the homedepot recipe's 2x256 (`make bench-report`) and a 2x128 distilled here
 # (~45 min, reusing the recipe's cached teacher scores). SERVE_ARGS adds options, e.g.
 # SERVE_ARGS="--catalog synthetic --requests 20 --overload-requests 60" for a check.
 SERVE_ARGS ?=
 SV := runs/serve-variants
 bench-serve: $(STAMP) $(SV)/student-2x128-int8/model.onnx $(SV)/student-2x256-int8/model.onnx
 	$(PY) -m leanrank.bench.serve_loadtest --data-dir $(LEANRANK_DATA) \
-		--compressed $(SV)/student-2x128-int8 --compressed-name student-2x128-ort-int8 \
-		--extra student-2x256-ort-int8=$(SV)/student-2x256-int8 \
+		--compressed $(SV)/student-2x256-int8 --compressed-name student-2x256-ort-int8 \
+		--extra student-2x128-ort-int8=$(SV)/student-2x128-int8 \
 		--teacher runs/teacher-homedepot/model --out benchmarks/results/serve-loadtest $(SERVE_ARGS)
 
 $(SV)/student-2x256-int8/model.onnx: $(STAMP)

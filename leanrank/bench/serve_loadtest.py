@@ -52,7 +52,8 @@ def free_port() -> int:
 
 def server_config(variant: str, model_dir: str, work: Path, catalog: str, data_dir: str | None, recall_k: int,
                   rerank_n: int, queue_size: int, dense: bool = True, dense_runtime: str = "onnx",
-                  cache: Path | None = None, dense_index: str = "fp16") -> dict:
+                  cache: Path | None = None, dense_index: str = "fp16", max_batch: int = 4,
+                  max_wait_ms: float = 2.0, threads: int | None = None) -> dict:
     """A ``leanrank serve`` config with one variant (the bandit has one arm: always that variant).
     ``cache`` (shared by the servers of a run) keeps the catalog vectors and the query encoder."""
     cache = cache or work / "cache"
@@ -64,11 +65,12 @@ def server_config(variant: str, model_dir: str, work: Path, catalog: str, data_d
                    "encoder_cache": str(cache / "encoders")},
         "variants": {variant: str(model_dir)},
         "bandit": {"policy": "thompson", "seed": 0},
-        "batching": {"max_batch": 4, "max_wait_ms": 2, "queue_size": queue_size, "deadline_ms": 10000},
+        "batching": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "queue_size": queue_size,
+                     "deadline_ms": 10000},
         "limits": {"max_k": min(50, rerank_n)},
         "paths": {"feedback_db": str(work / "feedback.sqlite"), "bandit_state": str(work / "bandit.sqlite"),
                   "request_log": str(work / "requests.jsonl")},
-        "server": {"host": "127.0.0.1", "port": 0},
+        "server": {"host": "127.0.0.1", "port": 0, **({"torch_threads": threads} if threads else {})},
     }
 
 
@@ -240,7 +242,8 @@ def run_bench(args: argparse.Namespace, log=print) -> dict:
     log(f"{args.catalog}: {n_products} products, {len(queries)} held-out test queries")
     common = dict(catalog=args.catalog, data_dir=args.data_dir, recall_k=args.recall_k, rerank_n=args.rerank_n,
                   queue_size=args.queue_size, dense=not args.no_dense, dense_runtime=args.dense_runtime,
-                  cache=work / "cache", dense_index=args.dense_index)
+                  cache=work / "cache", dense_index=args.dense_index, max_batch=args.max_batch,
+                  max_wait_ms=args.max_wait_ms, threads=args.threads)
     rows, results, checks, servers = [], {}, {}, {}
     plan = [("compressed", args.compressed_name, args.compressed,
              [("A", args.concurrency, args.requests, args.seconds, args.feedback, args.rate),
@@ -313,8 +316,9 @@ def _document(args, rows, results, checks, servers, n_products, n_queries, secon
                        "drawn at random (seeded)",
             "recall": f"BM25 top {args.recall_k}" + ("" if args.no_dense else f" + MiniLM-L6 FAISS top {args.recall_k}")
                       + f", fused by reciprocal rank; top {args.rerank_n} reranked; k = 10 returned",
-            "batching": f"max_batch 4, max_wait 2 ms, queue_size {args.queue_size} (capacity "
-                        f"{args.queue_size + 4} in flight), deadline 10 s",
+            "batching": f"max_batch {args.max_batch}, max_wait {args.max_wait_ms:g} ms, queue_size "
+                        f"{args.queue_size} (capacity {args.queue_size + args.max_batch} in flight), deadline 10 s",
+            "dense": f"query encoder {args.dense_runtime}, FAISS {args.dense_index} index, one OpenMP thread",
             "phases": f"A/B: concurrency {args.concurrency}, {args.requests} searches or {args.seconds:g} s, "
                       f"feedback on {args.feedback:.0%}; C: concurrency {args.overload_concurrency}, "
                       f"{args.overload_requests} searches or {args.overload_seconds:g} s, feedback on "
@@ -345,6 +349,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--extra", action="append", default=[], metavar="NAME=DIR",
                    help="another compressed variant measured like phase A (phases A2, A3...)")
     p.add_argument("--queue-size", type=int, default=8)
+    p.add_argument("--max-batch", type=int, default=4, help="rerank requests scored together")
+    p.add_argument("--threads", type=int, default=None,
+                   help="server torch/ORT threads per model (default: all cores)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a rerank waits for company")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--seconds", type=float, default=90)

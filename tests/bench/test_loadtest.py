@@ -138,3 +138,15 @@ def test_bench_serve_runs_three_phases_and_writes_the_results_files(tmp_path):
     assert doc["bar"]["feedback_acknowledged_all_in_db"] and doc["bar"]["teacher_measured_same_run"]
     assert (tmp_path / "serve-loadtest.json").is_file()
     assert "| A | student-ort-int8 |" in (tmp_path / "serve-loadtest.md").read_text(encoding="utf-8")
+
+
+def test_server_config_carries_the_serving_knobs(tmp_path):
+    from leanrank.serve.config import ServeConfig
+
+    config = server_config("s", "builtin:bm25", tmp_path, catalog="synthetic", data_dir=None, recall_k=60,
+                           rerank_n=20, queue_size=8, dense_index="sq8", max_batch=2, max_wait_ms=1.5, threads=1,
+                           cache=tmp_path / "shared")
+    parsed = ServeConfig.from_dict(config)           # what `leanrank serve` will validate
+    assert (parsed.recall.dense_index, parsed.recall.dense_runtime) == ("sq8", "onnx")
+    assert parsed.recall.embedding_cache == str(tmp_path / "shared" / "embeddings")
+    assert (parsed.batching.max_batch, parsed.batching.max_wait_ms, parsed.server.torch_threads) == (2, 1.5, 1)
