@@ -27,6 +27,13 @@ class CachedPairTokenizer:
         self.cls, self.sep, self.pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
         self.supported = self._builds_bert_pairs()
 
+    def __getstate__(self) -> dict:         # copies (deepcopy of a model, pickling) get a fresh lock
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+
     def _builds_bert_pairs(self) -> bool:
         if None in (self.cls, self.sep, self.pad) or self.max_length < 4:
             return False

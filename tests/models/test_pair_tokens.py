@@ -70,3 +70,15 @@ def test_longest_first_budget():
     assert longest_first(2, 30, 10) == (2, 8)
     assert longest_first(30, 2, 10) == (8, 2)
     assert longest_first(20, 30, 9) == (4, 5) and longest_first(30, 20, 9) == (5, 4)
+
+
+def test_copies_work_and_keep_the_cache(tokenizer):
+    import copy
+    import pickle
+
+    pairs = CachedPairTokenizer(tokenizer, 16)
+    pairs(["drill"], ["makita drill"])
+    for clone in (copy.deepcopy(pairs), pickle.loads(pickle.dumps(pairs))):
+        assert clone.cache == pairs.cache and clone.lock is not pairs.lock
+        np.testing.assert_array_equal(clone(["drill"], ["makita drill"])["input_ids"],
+                                      pairs(["drill"], ["makita drill"])["input_ids"])
