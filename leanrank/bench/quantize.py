@@ -98,7 +98,7 @@ def build_variants(teacher_dir: Path, splits, work: Path, valid_queries: int, qa
 
     log("ORT int8: dynamic, static QDQ, mixed plan ...")
     ort_quantize(onnx_dir, work / "ort-int8-dynamic", parity, overwrite=True, min_spearman=min_spearman)
-    ort_quantize(onnx_dir, work / "ort-int8-static", parity, calibration=calibration, method="percentile",
+    ort_quantize(plain_dir, work / "ort-int8-static", parity, calibration=calibration, method="percentile",
                  overwrite=True, min_spearman=min(min_spearman, 0.9))
     plan = _mixed(onnx_dir, work / "ort-int8-mixed", splits, 0.005, valid_queries, parity, True, True, log)
     for name in ("ort-int8-dynamic", "ort-int8-static", "ort-int8-mixed"):

@@ -119,6 +119,13 @@ def _fuse(path: Path, config) -> int:
     return fused
 
 
+def _has_fused_attention(path: Path) -> bool:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type == "Attention" and n.domain == "com.microsoft" for n in model.graph.node)
+
+
 def _opset(path: Path) -> int:
     import onnx
 
@@ -168,6 +175,11 @@ def ort_quantize(src_dir: str | Path, out_dir: str | Path, parity_pairs: Pairs, 
     if not src.exists():
         raise LeanrankError(f"{src_dir}: no {ONNX_FILE}; run `leanrank export` first")
     queries, titles = _split(parity_pairs)
+    if calibration and _has_fused_attention(src):
+        # ORT's calibrator cannot type the tensors after a contrib Attention node, so ranges go
+        # missing downstream (seen on the MiniLM teacher: "Histogram has not been collected")
+        raise LeanrankError(f"{src_dir} has fused attention; static (calibrated) int8 needs the plain graph: "
+                            "export with `leanrank export --no-fuse` (dynamic int8 works on either)")
     blocks = matmul_blocks(src)
     exclude = [n for n, b in blocks.items() if b in set(exclude_blocks)]
     card = ModelCard.load(src_dir, kind="cross-encoder")

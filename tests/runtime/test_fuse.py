@@ -6,6 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from leanrank.core.errors import LeanrankError
 from leanrank.runtime.export import export_onnx, matmul_blocks, ort_quantize
 from leanrank.runtime.fuse import fuse_attention
 from leanrank.runtime.ort import OrtScorer
@@ -68,6 +69,9 @@ def test_fused_blocks_keep_their_layer_and_quantize_to_qattention(exports, tmp_p
                  min_spearman=0.8)
     mixed = ops(tmp_path / "mixed" / "model.onnx")
     assert mixed["QAttention"] == 2 and mixed["Attention"] == 1
+    with pytest.raises(LeanrankError, match="--no-fuse"):       # static int8 needs the plain graph
+        ort_quantize(root / "fused", tmp_path / "static", PAIRS, calibration=PAIRS)
+    assert not (tmp_path / "static").exists()
 
 
 def test_graph_without_a_mask_input_is_left_alone(exports):
