@@ -59,3 +59,20 @@ def load_safetensors_dir(directory: str | os.PathLike, device: str = "cpu") -> d
     for f in sorted(Path(directory).glob("*.safetensors")):
         state.update(load_file(str(f), device=device))
     return state
+
+
+def weights_digest(folder: str | os.PathLike | None, patterns: tuple[str, ...] = ("*.safetensors", "*.onnx")):
+    """A ``hashlib.sha256`` fed with each weight file of ``folder`` (resolved path, size, mtime):
+    the start of a cache key that changes whenever the weights do. ``None`` when there are none."""
+    import hashlib
+
+    if not folder or not Path(folder).is_dir():
+        return None
+    files = sorted(f for pattern in patterns for f in Path(folder).glob(pattern))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        digest.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return digest

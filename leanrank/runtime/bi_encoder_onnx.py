@@ -9,7 +9,6 @@ is its own (torch's is process-wide and shared with the reranker).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 from leanrank.core.batching import length_bucketed_batches
 from leanrank.core.errors import LeanrankError, require
-from leanrank.core.io import write_json
+from leanrank.core.io import weights_digest, write_json
 from leanrank.runtime.ort import ONNX_FILE, session
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -113,14 +112,10 @@ def export_bi_encoder(encoder, out_dir: str | Path, parity_texts: Sequence[str],
 def onnx_bi_encoder(encoder, cache_root: str | Path, parity_texts: Sequence[str], threads: int | None = 1,
                     log=print) -> OrtBiEncoder:
     """An :class:`OrtBiEncoder` for ``encoder``, exported once into ``cache_root/<weights key>/``."""
-    source = Path(getattr(encoder, "source", "") or "")
-    weights = sorted(source.glob("*.safetensors")) if source.is_dir() else []
-    if not weights:
+    digest = weights_digest(getattr(encoder, "source", None), ("*.safetensors",))
+    if digest is None:
         raise LeanrankError("the ONNX query encoder needs a bi-encoder loaded from a folder with safetensors")
-    digest = hashlib.sha256(f"{encoder.max_length}".encode())
-    for f in weights:
-        st = f.stat()
-        digest.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    digest.update(f"|max_length={encoder.max_length}".encode())
     folder = Path(cache_root) / f"bi-encoder-{digest.hexdigest()[:16]}"
     if not (folder / "bi_encoder.json").exists():
         log(f"exporting the query encoder to ONNX ({folder}) ...")

@@ -12,7 +12,6 @@ builtin scorer: ``builtin:bm25`` / ``builtin:dense`` rerank by the recall scores
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from leanrank.core.errors import LeanrankError
-from leanrank.core.io import atomic_path
+from leanrank.core.io import atomic_path, weights_digest
 from leanrank.serve.config import ServeConfig
 
 
@@ -111,15 +110,9 @@ class HybridRecall:
 def catalog_embeddings(encoder, texts: Sequence[str], cache_dir: str | Path | None, log=print) -> np.ndarray:
     """``encoder.encode(texts)``, cached as ``cache_dir/<key>.npy``; the key hashes the encoder's
     weights file(s) (path, size, mtime), its max length and every text, so any change re-encodes."""
-    source = getattr(encoder, "source", None)
-    weights = sorted(f for pattern in ("*.safetensors", "*.onnx") for f in Path(source).glob(pattern)) \
-        if source and Path(source).is_dir() else []
-    if cache_dir is None or not weights:        # an encoder we cannot identify is never cached
+    digest = weights_digest(getattr(encoder, "source", None))
+    if cache_dir is None or digest is None:     # an encoder we cannot identify is never cached
         return np.asarray(encoder.encode(texts), dtype=np.float32)
-    digest = hashlib.sha256()
-    for f in weights:
-        st = f.stat()
-        digest.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     digest.update(f"{type(encoder).__name__}|{getattr(encoder, 'max_length', '')}|{len(texts)}".encode())
     for t in texts:
         digest.update(t.encode("utf-8", "surrogatepass") + b"\0")
