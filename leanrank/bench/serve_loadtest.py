@@ -369,7 +369,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM → ``SystemExit`` in the main thread, so ``with Server(...)`` stops its ``leanrank
+    serve`` child instead of leaving it running when this process is killed."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: list[str] | None = None) -> None:
+    exit_on_sigterm()
     try:
         run_bench(parse_args(argv))
     except LeanrankError as exc:

@@ -150,3 +150,20 @@ def test_server_config_carries_the_serving_knobs(tmp_path):
     assert (parsed.recall.dense_index, parsed.recall.dense_runtime) == ("sq8", "onnx")
     assert parsed.recall.embedding_cache == str(tmp_path / "shared" / "embeddings")
     assert (parsed.batching.max_batch, parsed.batching.max_wait_ms, parsed.server.torch_threads) == (2, 1.5, 1)
+
+
+def test_sigterm_unwinds_so_the_server_child_is_stopped():
+    import os
+    import signal
+
+    from leanrank.bench.serve_loadtest import exit_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        exit_on_sigterm()
+        with pytest.raises(SystemExit) as info:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pthread_sigmask(signal.SIG_BLOCK, [])      # let the handler run before leaving the block
+        assert info.value.code == 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, before)
