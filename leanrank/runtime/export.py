@@ -69,7 +69,8 @@ def _staged(out_dir: Path, overwrite: bool):
 
 def export_onnx(model, out_dir: str | Path, parity_pairs: Pairs, max_abs: float = 1e-3,
                 min_spearman: float = 0.999, overwrite: bool = False, fuse: bool = True) -> dict:
-    """Export a float ``CrossEncoder`` to ``out_dir``; returns the parity numbers.
+    """Export a float ``CrossEncoder`` to ``out_dir``; returns the parity numbers and
+    ``fused_attention_blocks``.
 
     ``fuse`` replaces each self-attention block by one ORT ``Attention`` node
     (:func:`leanrank.runtime.fuse.fuse_attention`; ~10% faster fp32 here, and ``ort_quantize``
@@ -103,7 +104,7 @@ def export_onnx(model, out_dir: str | Path, parity_pairs: Pairs, max_abs: float 
         card.add_step("export", format="onnx", exporter="torch.onnx.export(dynamo=True)",
                       opset=_opset(path), fused_attention_blocks=fused, parity_vs_torch=result)
         card.save(tmp)
-    return result
+    return {**result, "fused_attention_blocks": fused}
 
 
 def _fuse(path: Path, config) -> int:

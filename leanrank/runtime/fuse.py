@@ -13,7 +13,6 @@ traced. ``quantize_dynamic`` then turns the node into ``QAttention`` (int8 QKV p
 
 from __future__ import annotations
 
-import copy
 import re
 from collections import defaultdict
 
@@ -52,15 +51,13 @@ def _projection(nodes, consumers, inits, which: str):
 
 
 def fuse_attention(model, head_size: int):
-    """Return ``(model, n_fused)``; blocks that do not match (shared inputs, missing bias...) stay
-    as they were. Dead nodes and unused initializers are removed afterwards. The scores are scaled
+    """Fuse ``model`` in place and return ``(model, n_fused)``; blocks that do not match (shared
+    inputs, missing bias...) stay as they were, and nothing is changed when none match. Dead nodes and unused initializers are removed afterwards. The scores are scaled
     by 1/sqrt(``head_size``) as in BERT (the traced constants are not read: SDPA splits the
     scale between Q and K); callers check parity against the unfused graph."""
     import onnx
     from onnx import helper, numpy_helper
 
-    original = model
-    model = copy.deepcopy(model)
     graph = model.graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     blocks: dict[str, list] = defaultdict(list)
@@ -101,13 +98,13 @@ def fuse_attention(model, head_size: int):
     mask32 = "leanrank_attention_mask_int32"
     new_nodes = [helper.make_node("Cast", [mask_input], [mask32], to=onnx.TensorProto.INT32,
                                   name="leanrank_mask_cast")]
-    fused_at = {}
+    fused_at, new_inits = {}, []
     for path, (nodes, out, q, k, v) in replacements.items():
         prefix = path.replace(".", "_")
         weight = np.concatenate([q[1], k[1], v[1]], axis=1).astype(np.float32)
         bias = np.concatenate([q[2], k[2], v[2]]).astype(np.float32)
-        graph.initializer.extend([numpy_helper.from_array(weight, f"{prefix}_qkv_weight"),
-                                  numpy_helper.from_array(bias, f"{prefix}_qkv_bias")])
+        new_inits += [numpy_helper.from_array(weight, f"{prefix}_qkv_weight"),
+                      numpy_helper.from_array(bias, f"{prefix}_qkv_bias")]
         attrs = {"num_heads": int(q[1].shape[1] // head_size)}
         if v[1].shape[1] != q[1].shape[1]:
             attrs["qkv_hidden_sizes"] = [q[1].shape[1], k[1].shape[1], v[1].shape[1]]
@@ -123,12 +120,12 @@ def fuse_attention(model, head_size: int):
     # each fused node goes where its block's last node was; _live re-sorts what needs it
     try:
         ordered = _live(new_nodes, graph_outputs)
-    except ValueError:                 # an unexpected graph shape: give the caller the original back
-        return original, 0
+    except ValueError:                 # an unexpected graph shape: leave the graph as it was
+        return model, 0
     del graph.node[:]
     graph.node.extend(ordered)
     used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
+    keep = [i for i in [*graph.initializer, *new_inits] if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
     del graph.value_info[:]

@@ -75,7 +75,8 @@ class HybridRecall:
     @classmethod
     def build(cls, titles: Mapping[str, str], encoder=None, rrf_k: int = 60,
               cache_dir: str | Path | None = None, log=print, index: str = "flat") -> HybridRecall:
-        """BM25 + (with ``encoder``) an exact FAISS index of the catalog; the catalog vectors are
+        """BM25 + (with ``encoder``) a FAISS index of the catalog (``index``: flat = exact, fp16, sq8;
+        see ``DenseIndex.from_embeddings``); the catalog vectors are
         read from ``cache_dir`` when an earlier start with the same encoder and titles wrote them."""
         from leanrank.models.bm25 import BM25Index
 
