@@ -16,7 +16,7 @@ from leanrank.core.io import write_json
 
 TORCH_SCHEMES = ("int8-dynamic", "int8-static", "int8-weight", "int4-weight", "fp16", "bf16", "emb-int8", "emb-int4")
 ORT_SCHEMES = ("ort-int8-dynamic", "ort-int8-static")
-ALL_SCHEMES = (*TORCH_SCHEMES, *ORT_SCHEMES, "int8-qat", "mixed")
+ALL_SCHEMES = (*TORCH_SCHEMES, *ORT_SCHEMES, "int8-inductor", "int8-qat", "mixed")
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
@@ -70,6 +70,8 @@ def quantize_model(model_dir: Path, scheme: str, out: Path, dataset: str, data_d
         return _mixed(Path(model_dir), out, splits, budget, valid_queries, parity_pairs, is_onnx, overwrite, log)
     if scheme == "int8-qat":
         return _qat(Path(model_dir), out, splits, steps, lr, valid_queries, log)
+    if scheme == "int8-inductor":
+        return _inductor(Path(model_dir), out, calibration, parity_pairs, min_spearman, log)
     from leanrank.compress.quantize import make_config, quantize_
     from leanrank.models.cross_encoder import CrossEncoder
     from leanrank.runtime.parity import check_parity
@@ -88,6 +90,26 @@ def quantize_model(model_dir: Path, scheme: str, out: Path, dataset: str, data_d
         f"({report.bytes_before / 1e6:.1f} MB → {report.bytes_after / 1e6:.1f} MB), Spearman vs float {result['spearman']:.4f}")
     return {"parity": result, "swapped": len(report.swapped), "bytes_before": report.bytes_before,
             "bytes_after": report.bytes_after}
+
+
+def _inductor(model_dir: Path, out: Path, calibration, parity_pairs, min_spearman: float, log) -> dict:
+    """PT2E static int8 compiled by Inductor (``leanrank.runtime.inductor``), parity-checked."""
+    from leanrank.models.cross_encoder import CrossEncoder
+    from leanrank.runtime.inductor import InductorInt8Config, quantize_inductor
+    from leanrank.runtime.parity import check_parity
+
+    model = CrossEncoder.from_pretrained(model_dir)
+    queries, titles = [q for q, _ in parity_pairs], [t for _, t in parity_pairs]
+    reference = model.score(queries, titles)
+    log(f"PT2E int8 on {len(calibration)} calibration pairs, then torch.compile (a minute or two on 2 CPUs) ...")
+    scorer = quantize_inductor(model, InductorInt8Config(calibration_pairs=len(calibration)), calibration)
+    result = check_parity(reference, scorer.score(queries, titles), "the int8-inductor model", None, min_spearman)
+    scorer.card.steps[-1]["parity_vs_float"] = result
+    scorer.save(out)
+    step = scorer.card.steps[-1]
+    log(f"ok {out}: {step['linear_layers']} Linear layers int8 ({step['bytes_before'] / 1e6:.1f} MB → "
+        f"{step['bytes_after'] / 1e6:.1f} MB), Spearman vs float {result['spearman']:.4f}")
+    return {"parity": result, "bytes_before": step["bytes_before"], "bytes_after": step["bytes_after"]}
 
 
 def _validator(splits, valid_queries: int):

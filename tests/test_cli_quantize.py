@@ -72,3 +72,17 @@ def test_mixed_plan_and_qat_from_the_cli(float_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     step = json.loads((qat / "leanrank.json").read_text())["steps"][-1]
     assert step["scheme"] == "int8-qat" and step["qat"]["steps"] == 2
+
+
+def test_int8_inductor_from_the_cli_then_eval(float_dir):
+    pytest.importorskip("torchao")
+    out = float_dir.parent / "int8-inductor"
+    proc = run("quantize", str(float_dir), "--scheme", "int8-inductor", "--out", str(out), "--min-spearman", "0.5",
+               "--calibration-size", "64")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Linear layers int8" in proc.stdout
+    step = json.loads((out / "leanrank.json").read_text())["steps"][-1]
+    assert step["scheme"] == "int8-inductor" and step["parity_vs_float"]["spearman"] > 0.5
+    proc = run("eval", str(out), "--dataset", "synthetic", "--split", "valid", "--max-queries", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ndcg@10" in proc.stdout

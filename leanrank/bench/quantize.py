@@ -115,6 +115,15 @@ def build_variants(teacher_dir: Path, splits, work: Path, valid_queries: int, qa
                  "quantized_ratio": round(report.ratio, 3)}
         out.append(Variant(f"torch-{scheme}", "variant", "torch", model, folder, slow=scheme in ("bf16", "fp16"),
                            extra=extra))
+    log("torch int8-inductor: PT2E static int8, then torch.compile (Inductor, oneDNN int8 kernels) ...")
+    from leanrank.runtime.inductor import InductorInt8Config, quantize_inductor
+
+    compiled = quantize_inductor(copy.deepcopy(teacher), InductorInt8Config(), calibration)
+    folder = compiled.save(work / "torch-int8-inductor")
+    step = compiled.card.steps[-1]
+    out.append(Variant("torch-int8-inductor", "variant", "torch-inductor", compiled, folder,
+                       extra={"quantized_bytes_before": step["bytes_before"], "quantized_bytes_after": step["bytes_after"],
+                              "quantized_ratio": round(step["bytes_before"] / step["bytes_after"], 3)}))
     if qat_steps:
         log(f"QAT: {qat_steps} fake-quant steps, then static int8 ...")
         info = _qat(teacher_dir, work / "torch-int8-qat", splits, qat_steps, 1e-5, valid_queries, log)

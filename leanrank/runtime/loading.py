@@ -11,7 +11,8 @@ from leanrank.runtime.ort import ONNX_FILE
 
 def load_scorer(path: str | Path, threads: int | None = None):
     """A scorer with ``score(queries, titles) -> np.ndarray`` for the folder at ``path``:
-    ``OrtScorer`` when it holds ``model.onnx``, a quantized ``CrossEncoder`` when its
+    ``OrtScorer`` when it holds ``model.onnx``, an ``InductorScorer`` for int8-inductor folders,
+    a quantized ``CrossEncoder`` when its
     ``leanrank.json`` records a quantize step, else a float ``CrossEncoder``.
 
     >>> load_scorer("runs/teacher-ort-int8").score(["drill"], ["DeWalt cordless drill"])
@@ -25,7 +26,11 @@ def load_scorer(path: str | Path, threads: int | None = None):
         return OrtScorer(path, threads=threads)
     from leanrank.compress.quantize import is_quantized, load_quantized
     from leanrank.models.cross_encoder import CrossEncoder
+    from leanrank.runtime.inductor import is_inductor, load_inductor
 
-    if is_quantized(ModelCard.load(path, kind="cross-encoder")):
+    card = ModelCard.load(path, kind="cross-encoder")
+    if is_inductor(card):
+        return load_inductor(path)
+    if is_quantized(card):
         return load_quantized(path)
     return CrossEncoder.from_pretrained(path)

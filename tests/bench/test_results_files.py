@@ -66,6 +66,18 @@ def test_teacher_file_bar_fields_match_rows():
     assert {"fp32", "bf16"} <= precisions
 
 
+def test_quantize_file_bars_match_rows():
+    doc = committed("homedepot-quantize", "make bench-quantize")
+    from leanrank.bench.quantize import bars
+
+    assert doc["bar"] == json.loads(json.dumps(bars(doc["rows"])))
+    rows = {r["name"]: r for r in doc["rows"]}
+    assert {"teacher-fp32", "peer-torch-quantize_dynamic", "peer-ort-quantize_dynamic"} <= set(rows)
+    for r in doc["rows"]:
+        assert r["speedup"] == pytest.approx(r["pairs_per_s"] / rows["teacher-fp32"]["pairs_per_s"])
+        assert r["pairs_per_s_min"] <= r["pairs_per_s"] <= r["pairs_per_s_max"]
+
+
 def test_prune_file_bars_match_rows():
     doc = committed("homedepot-prune", "make bench-prune")
     from leanrank.bench.prune import bars
