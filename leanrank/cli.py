@@ -163,7 +163,7 @@ def eval_cmd(
 def quantize_cmd(
     model: Path = typer.Argument(..., help="Model folder (torch, or ONNX for ort-* and mixed)."),
     scheme: str = typer.Option(..., help="int8-dynamic, int8-static, int8-weight, int4-weight, fp16, bf16, "
-                               "emb-int8, emb-int4, ort-int8-dynamic, ort-int8-static, int8-qat, mixed"),
+                               "emb-int8, emb-int4, ort-int8-dynamic, ort-int8-static, int8-inductor, int8-qat, mixed"),
     out: Path = typer.Option(..., help="Folder to write (refused if it exists, unless --overwrite)."),
     dataset: str = typer.Option("synthetic", help="Calibration (train) and parity/validation data."),
     data_dir: Path | None = DataDir,
@@ -223,6 +223,7 @@ def factorize_cmd(
     dataset: str = typer.Option("synthetic", help="Validation / fine-tuning data."),
     data_dir: Path | None = DataDir,
     valid_queries: int = typer.Option(150, help="Validation queries."),
+    calibration_size: int = typer.Option(512, help="Train pairs for activation-aware SVD (0 = plain SVD)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
 ) -> None:
     """Truncated-SVD factorization of Linear layers (and embeddings), optionally fine-tuning."""
@@ -230,7 +231,7 @@ def factorize_cmd(
 
     factorize_model(model, out, dataset, data_dir, param_ratio=param_ratio, energy=energy,
                     embedding_rank=embedding_rank, steps=steps, lr=lr, valid_queries=valid_queries,
-                    overwrite=overwrite, log=typer.echo)
+                    calibration_size=calibration_size, overwrite=overwrite, log=typer.echo)
 
 
 @app.command("distill")

@@ -97,14 +97,19 @@ def prune_model(model_dir: Path, out: Path, dataset: str, data_dir, *, target: s
 
 def factorize_model(model_dir: Path, out: Path, dataset: str, data_dir, *, param_ratio: float | None = 0.5,
                     energy: float | None = None, embedding_rank: int | None = None, steps: int = 0,
-                    lr: float = 3e-5, valid_queries: int = 150, overwrite: bool = False, log=print) -> dict:
-    """Low-rank factorize ``model_dir`` (then optionally fine-tune) and write ``out``."""
+                    lr: float = 3e-5, valid_queries: int = 150, calibration_size: int = 512,
+                    overwrite: bool = False, log=print) -> dict:
+    """Low-rank factorize ``model_dir`` (then optionally fine-tune) and write ``out``; with
+    ``calibration_size`` > 0 train pairs the SVD is activation-aware (0 = plain SVD)."""
     from leanrank.compress.factorize import FactorizeConfig, factorize_
 
     _refuse_existing(out, overwrite)
+    if calibration_size < 0:
+        raise LeanrankError(f"calibration size must be >= 0, got {calibration_size}")
+    model, splits, examples, calibration, validate = _setup(model_dir, dataset, data_dir, calibration_size,
+                                                            valid_queries)
     config = FactorizeConfig(energy=energy, param_ratio=None if energy is not None else param_ratio,
-                             embedding_rank=embedding_rank)
-    model, splits, examples, _, validate = _setup(model_dir, dataset, data_dir, 0, valid_queries)
+                             embedding_rank=embedding_rank, calibration=calibration if calibration_size else ())
     base = validate(model)["ndcg@10"]
     report = factorize_(model, config)
     factored = validate(model)["ndcg@10"]

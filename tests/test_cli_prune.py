@@ -47,6 +47,11 @@ def test_factorize_command(float_dir):
     step = json.loads((out / "leanrank.json").read_text())["steps"][-1]
     assert step["step"] == "factorize" and step["linear_params_after"] <= 0.5 * step["linear_params_before"]
     assert set(step["valid_ndcg@10"]) == {"before", "factorized", "final"}
+    assert step["activation_aware"] is True and step["config"]["calibration"] > 0      # the default
+    plain = float_dir.parent / "lowrank-plain"
+    proc = run("factorize", str(float_dir), "--out", str(plain), "--valid-queries", "5", "--calibration-size", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((plain / "leanrank.json").read_text())["steps"][-1]["activation_aware"] is False
 
 
 def test_bad_input_is_one_line(float_dir, tmp_path):
@@ -55,3 +60,5 @@ def test_bad_input_is_one_line(float_dir, tmp_path):
     assert_one_line_error(run("prune", str(tmp_path / "missing"), "--out", str(tmp_path / "y")), "missing")
     assert_one_line_error(run("factorize", str(float_dir), "--out", str(tmp_path / "z"), "--param-ratio", "2"),
                           "param_ratio")
+    assert_one_line_error(run("factorize", str(float_dir), "--out", str(tmp_path / "w"), "--calibration-size", "-1"),
+                          "calibration size")

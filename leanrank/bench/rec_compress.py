@@ -56,7 +56,7 @@ def row(name: str, role: str, model: SeqRec, ds, teacher_row: dict | None = None
 
 def run(teacher_dir: Path, data_dir: Path | None, out_dir: Path, work: Path, threads: int = 2,
         finetune_minutes: float = 3.0, student_minutes: float = 8.0, valid_users: int = 5000,
-        dataset: str = "beauty", log=print) -> dict:
+        dataset: str = "beauty", skip_distill: bool = False, log=print) -> dict:
     """Compress and distil the teacher; writes OUT_DIR/DATASET-compress and DATASET-distill (.json/.md)."""
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -67,8 +67,12 @@ def run(teacher_dir: Path, data_dir: Path | None, out_dir: Path, work: Path, thr
     base = dict(valid_users=valid_users, epochs=1000, patience=1000)
 
     compress_rows = [t_row]
-    for kind, rank, minutes in (("int8", None, 0), ("int4", None, 0), ("lowrank", 15, 0), ("lowrank", 15, finetune_minutes),
-                                ("lowrank", 8, 0), ("lowrank", 8, finetune_minutes)):
+    half = teacher.items.full().shape[1] // 2
+    # (kind, rank, fine-tune minutes, then store the V×r factor in int8)
+    for kind, rank, minutes, int8_factor in (
+            ("int8", None, 0, False), ("int4", None, 0, False), ("lowrank", 15, 0, False),
+            ("lowrank", 15, finetune_minutes, False), ("lowrank", 8, 0, False), ("lowrank", 8, finetune_minutes, False),
+            ("lowrank", half, 0, False), ("lowrank", half, finetune_minutes, True)):
         model = copy.deepcopy(teacher)
         report = compress_item_table_(model, ItemTableConfig(kind=kind, rank=rank))
         name = f"item table {kind}" + (f" r={rank}" if rank else "")
@@ -77,9 +81,19 @@ def run(teacher_dir: Path, data_dir: Path | None, out_dir: Path, work: Path, thr
             name += f" + fine-tune {minutes:g} min"
             record = train_rec(model, ds, RecTrainConfig(lr=5e-4, max_seconds=minutes * 60, **base),
                                work / name.replace(" ", "-").replace("=", ""))
-        compress_rows.append(row(name, "variant", model, ds, t_row, record, table_bytes_before=report["bytes_before"]))
-        log(f"{name}: NDCG@10 {compress_rows[-1]['ndcg@10']:.4f} ({compress_rows[-1]['ndcg_vs_teacher']:.3f}), "
-            f"table ×{compress_rows[-1]['table_ratio']}")
+        variants = [(name, model)]
+        if int8_factor:
+            stored = copy.deepcopy(model)
+            compress_item_table_(stored, ItemTableConfig(kind="int8"))
+            variants.append((name + " + int8 factor", stored))
+        for label, m in variants:
+            compress_rows.append(row(label, "variant", m, ds, t_row, record, table_bytes_before=report["bytes_before"]))
+            log(f"{label}: NDCG@10 {compress_rows[-1]['ndcg@10']:.4f} ({compress_rows[-1]['ndcg_vs_teacher']:.3f}), "
+                f"table ×{compress_rows[-1]['table_ratio']}")
+    if skip_distill:
+        doc = _compress_doc(compress_rows, teacher_dir, ds, dataset, finetune_minutes, threads)
+        write_results(out_dir / f"{dataset}-compress", {**doc, "seconds": round(time.perf_counter() - t_start, 1)})
+        return {"compress": doc}
 
     distill_rows = [t_row]
     train = RecTrainConfig(lr=2e-3, max_seconds=student_minutes * 60, **base)
@@ -104,23 +118,12 @@ def run(teacher_dir: Path, data_dir: Path | None, out_dir: Path, work: Path, thr
     compress_item_table_(q8, ItemTableConfig(kind="int8"))
     distill_rows.append(row("student KD + PCA init + int8 item table", "variant", q8, ds, t_row))
 
-    common = {"machine": machine_info(), "versions": versions(("leanrank", "torch", "numpy")),
-              "dataset": dataset, "split": "test (leave-one-out, last item)", "columns": list(COLUMNS)}
-    command = f"make bench-rec-compress  # = python -m leanrank.bench.rec_compress {shlex.join(sys.argv[1:])}"
-    protocol = {"ranking": f"full ranking over all {ds.n_items:,} items, history removed, pessimistic ties",
-                "teacher": str(teacher_dir), "threads": threads,
-                "sizes": "size_mb = every parameter and buffer (the teacher's includes its frozen 384-d "
-                         "title-embedding buffer, 18.6 MB); table_mb = the item-id table alone"}
-    best_lr = max((r for r in compress_rows[1:] if r["name"].startswith("item table lowrank")
-                   and r["table_ratio"] >= 4), key=lambda r: r["ndcg_vs_teacher"], default=None)
-    compress_doc = {**common, "command": command, "rows": compress_rows,
-                    "protocol": {**protocol, "fine-tune": f"{finetune_minutes} min at lr 5e-4, best valid epoch"},
-                    "bar": {"lowrank_table_4x_smaller_at_97pct": None if best_lr is None else {
-                        "row": best_lr["name"], "table_ratio": best_lr["table_ratio"],
-                        "ndcg_vs_teacher": best_lr["ndcg_vs_teacher"], "met": best_lr["ndcg_vs_teacher"] >= 0.97}}}
+    compress_doc = _compress_doc(compress_rows, teacher_dir, ds, dataset, finetune_minutes, threads)
+    common = {k: compress_doc[k] for k in ("machine", "versions", "dataset", "split", "columns", "command")}
+    protocol = {k: v for k, v in compress_doc["protocol"].items() if k != "fine-tune"}
     students = [r for r in distill_rows if r["role"] == "variant"]
     best_st = max((r for r in students if r["size_ratio"] >= 10), key=lambda r: r["ndcg_vs_teacher"], default=None)
-    distill_doc = {**common, "command": command, "rows": distill_rows,
+    distill_doc = {**common, "rows": distill_rows,
                    "protocol": {**protocol, "student": STUDENT, "train": asdict(train),
                                 "kd": "(1-α)·CE + α·T²·KL(teacher ‖ student) over the full catalog, T = 1"},
                    "bar": {"student_10x_smaller_at_97pct": None if best_st is None else {
@@ -130,6 +133,25 @@ def run(teacher_dir: Path, data_dir: Path | None, out_dir: Path, work: Path, thr
     write_results(out_dir / f"{dataset}-compress", {**compress_doc, "seconds": elapsed})
     write_results(out_dir / f"{dataset}-distill", {**distill_doc, "seconds": elapsed})
     return {"compress": compress_doc, "distill": distill_doc}
+
+
+def _compress_doc(rows: list[dict], teacher_dir, ds, dataset: str, finetune_minutes: float, threads: int) -> dict:
+    """The item-table results document; its bar is the best low-rank row at >= 4x smaller."""
+    best = max((r for r in rows[1:] if r["name"].startswith("item table lowrank") and r["table_ratio"] >= 4),
+               key=lambda r: r["ndcg_vs_teacher"], default=None)
+    return {"machine": machine_info(), "versions": versions(("leanrank", "torch", "numpy")),
+            "dataset": dataset, "split": "test (leave-one-out, last item)", "columns": list(COLUMNS),
+            "command": f"make bench-rec-compress  # = python -m leanrank.bench.rec_compress {shlex.join(sys.argv[1:])}",
+            "rows": rows,
+            "protocol": {"ranking": f"full ranking over all {ds.n_items:,} items, history removed, pessimistic ties",
+                         "teacher": str(teacher_dir), "threads": threads,
+                         "sizes": "size_mb = every parameter and buffer (the teacher's includes its frozen 384-d "
+                                  "title-embedding buffer, 18.6 MB); table_mb = the item-id table alone (an int8 "
+                                  "factor counts its codes, a float scale and zero per row, and the float projection)",
+                         "fine-tune": f"{finetune_minutes} min at lr 5e-4, best valid epoch"},
+            "bar": {"lowrank_table_4x_smaller_at_97pct": None if best is None else {
+                "row": best["name"], "table_ratio": best["table_ratio"], "ndcg_vs_teacher": best["ndcg_vs_teacher"],
+                "met": best["ndcg_vs_teacher"] >= 0.97}}}
 
 
 if __name__ == "__main__":
@@ -143,8 +165,9 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--finetune-minutes", type=float, default=3.0)
     parser.add_argument("--student-minutes", type=float, default=8.0)
+    parser.add_argument("--skip-distill", action="store_true", help="only the item-table file (DATASET-compress)")
     args = parser.parse_args()
     docs = run(args.teacher, args.data_dir, args.out_dir, args.work, args.threads, args.finetune_minutes,
-               args.student_minutes)
+               args.student_minutes, skip_distill=args.skip_distill)
     for doc in docs.values():
         print(doc["bar"])

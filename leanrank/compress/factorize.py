@@ -7,6 +7,11 @@ chosen layers' weights, singular values picked model-wide by normalised energy p
 A layer is left alone when its rank would not reduce FLOPs (r·(in+out) ≥ in·out).
 Word/item embedding tables factorize the same way into V×r + r×H (``embedding_rank``).
 
+With ``calibration`` pairs the SVD is activation-aware (data whitening, as in SVD-LLM): with
+G = Σ xxᵀ over the real tokens a layer sees and G = LLᵀ (Cholesky), the truncated SVD of W·L
+gives W' = U_r S_r V_rᵀ L⁻¹, the rank-r matrix with the smallest error on the layer's *outputs*
+‖(W − W')X‖ rather than on its weights; ranks are then allocated by those output spectra.
+
 >>> report = factorize_(ce, FactorizeConfig(param_ratio=0.5))
 >>> report.params_before, report.params_after
 """
@@ -30,8 +35,13 @@ class FactorizeConfig:
     param_ratio: float | None = 0.5      # or: keep this fraction of the chosen layers' weights
     min_rank: int = 8
     embedding_rank: int | None = None    # factorize word-embedding tables to this rank
+    calibration: tuple = ()              # (query, title, ...) pairs → activation-aware SVD
+    damping: float = 1e-4                # added to G's diagonal, relative to its mean
 
     def __post_init__(self):
+        object.__setattr__(self, "calibration", tuple(tuple(p) for p in self.calibration))
+        if self.damping <= 0:
+            raise LeanrankError(f"damping must be > 0, got {self.damping}")
         if (self.energy is None) == (self.param_ratio is None):
             raise LeanrankError("give exactly one of energy= or param_ratio=")
         if self.energy is not None and not 0.0 < self.energy < 1.0:
@@ -66,9 +76,20 @@ def default_filter(module: nn.Module, fqn: str) -> bool:
     return ".encoder." in f".{fqn}" and module.out_features >= 16
 
 
-def _svd(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    u, s, vh = torch.linalg.svd(weight.detach().float(), full_matrices=False)
-    return u, s, vh
+def _svd(weight: torch.Tensor, gram: torch.Tensor | None = None, damping: float = 1e-4
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W = U S Vh; with an input Gram matrix G, the SVD of W·L (G = LLᵀ) with Vh mapped back by L⁻¹,
+    so that U_r S_r Vh_r is the best rank-r approximation of W on those inputs."""
+    w = weight.detach().double()
+    if gram is None:
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        return u.float(), s.float(), vh.float()
+    g = gram.double()
+    g = g + damping * g.diagonal().mean().clamp(min=1e-12) * torch.eye(g.shape[0], dtype=g.dtype)
+    chol = torch.linalg.cholesky(g)
+    u, s, vh = torch.linalg.svd(w @ chol, full_matrices=False)
+    vh = torch.linalg.solve_triangular(chol, vh, upper=False, left=False)      # Vh·L⁻¹
+    return u.float(), s.float(), vh.float()
 
 
 def _ranks_by_budget(spectra: dict[str, tuple[torch.Tensor, int, int]], ratio: float, min_rank: int) -> dict[str, int]:
@@ -96,7 +117,13 @@ def factorize_(ce, config: FactorizeConfig, filter_fn: FilterFn | None = None) -
     chosen = list(named_modules_of(model, nn.Linear, filter_fn or default_filter))
     if not chosen:
         raise LeanrankError("no Linear layer matched the filter; nothing to factorize")
-    spectra = {n: (_svd(m.weight)[1], m.in_features, m.out_features) for n, m in chosen}
+    grams = {}
+    if config.calibration:
+        from leanrank.compress.importance import input_grams
+
+        grams = input_grams(ce, dict(chosen), config.calibration)
+    svds = {n: _svd(m.weight, grams.get(n), config.damping) for n, m in chosen}
+    spectra = {n: (svds[n][1], m.in_features, m.out_features) for n, m in chosen}
     if config.energy is not None:
         ranks = {}
         for n, (s, _, _) in spectra.items():
@@ -113,7 +140,7 @@ def factorize_(ce, config: FactorizeConfig, filter_fn: FilterFn | None = None) -
             skipped.append(name)
             lin_after += i * o
             continue
-        u, s, vh = _svd(module.weight)
+        u, s, vh = svds.pop(name)
         root = s[:r].sqrt()
         new = LowRankLinear(i, o, r, module.bias is not None).to(module.weight.device, module.weight.dtype)
         with torch.no_grad():
@@ -131,7 +158,9 @@ def factorize_(ce, config: FactorizeConfig, filter_fn: FilterFn | None = None) -
                              sum(p.numel() for p in model.parameters()), energy)
     card = getattr(ce, "card", None)
     if card is not None:
-        card.add_step("factorize", config=asdict(config), **report.summary(), structure=structure_of(model))
+        record = {**asdict(config), "calibration": len(config.calibration)}    # the pair count, not the texts
+        card.add_step("factorize", config=record, activation_aware=bool(config.calibration), **report.summary(),
+                      structure=structure_of(model))
     return report
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from leanrank.core.errors import LeanrankError
 from leanrank.models.structure import encoder_layers, head_size
 
 CRITERIA = ("magnitude", "taylor", "activation")
@@ -157,6 +158,37 @@ def activation(ce, target: str, calibration: Sequence[tuple[str, ...]], batch_si
             h.remove()
         model.train(was_training)
     return [s / max(state["tokens"], 1) for s in sums]
+
+
+def input_grams(ce, linears: dict[str, nn.Linear], calibration: Sequence[tuple[str, ...]],
+                batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """Σ xxᵀ (in × in, float64) of each Linear's inputs over the non-padding tokens of ``calibration``."""
+    if not calibration:
+        raise LeanrankError("activation-aware factorization needs calibration pairs")
+    model = ce.model
+    grams = {n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for n, m in linears.items()}
+    state = {"mask": None}
+
+    def pre(name):
+        def hook(_m, inp):
+            x = inp[0][state["mask"]].double().cpu()
+            grams[name] += x.T @ x
+        return hook
+
+    was_training = model.training
+    model.eval()
+    handles = [m.register_forward_pre_hook(pre(n)) for n, m in linears.items()]
+    try:
+        with torch.no_grad():
+            for batch in _batches(list(calibration), batch_size):
+                feats = ce.tokenize([b[0] for b in batch], [b[1] for b in batch])
+                state["mask"] = feats["attention_mask"].bool()
+                ce(**feats)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return grams
 
 
 # ---------------------------------------------------------------------------- single weights

@@ -2,6 +2,9 @@
 for the model's ``ItemEmbeddingTable`` without touching the model (same ``forward(ids)`` and
 ``full()``). The choice is recorded in the model card, so ``load_seqrec`` rebuilds it.
 
+The two compose: int8/int4 applied to a low-rank table quantizes its V×r factor row-wise (the
+r×H projection stays float) — factorize, fine-tune, then store the factor in 8 bits.
+
 >>> from leanrank.models.seqrec import SeqRec, SeqRecConfig
 >>> model = SeqRec(SeqRecConfig(n_items=50, hidden=16, heads=2))
 >>> report = compress_item_table_(model, ItemTableConfig(kind="lowrank", rank=4))
@@ -90,6 +93,31 @@ class LowRankItemTable(nn.Module):
         return self.table @ self.project
 
 
+class QuantizedLowRankItemTable(nn.Module):
+    """A low-rank table whose ``rows × r`` factor is row-wise int8/int4 (frozen); float projection."""
+
+    def __init__(self, rows: int, dim: int, rank: int, bits: int):
+        super().__init__()
+        self.q = QuantizedEmbedding(rows, rank, bits=bits, padding_idx=0)
+        self.register_buffer("project", torch.zeros(rank, dim))
+
+    @classmethod
+    def from_lowrank(cls, table: LowRankItemTable, bits: int) -> QuantizedLowRankItemTable:
+        rows, rank = table.table.shape
+        new = cls(rows, table.project.shape[1], rank, bits)
+        new.q = QuantizedEmbedding.from_float(nn.Embedding.from_pretrained(table.table.detach().float(), padding_idx=0),
+                                              bits=bits)
+        new.project = table.project.detach().float().clone()
+        return new
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return (self.q.rows(ids) @ self.project) * (ids > 0).unsqueeze(-1)
+
+    def full(self) -> torch.Tensor:
+        w = self.q.weight @ self.project
+        return torch.cat([torch.zeros_like(w[:1]), w[1:]])
+
+
 def nbytes(module: nn.Module) -> int:
     """Bytes of every parameter and buffer of ``module``."""
     return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
@@ -98,14 +126,18 @@ def nbytes(module: nn.Module) -> int:
 def compress_item_table_(model: SeqRec, config: ItemTableConfig) -> dict:
     """Replace ``model.items`` in place; returns a report (bytes before/after, kind) and records the
     step in ``model.card`` so ``load_seqrec`` can rebuild the model."""
-    if not isinstance(model.items, ItemEmbeddingTable):
+    factor = isinstance(model.items, LowRankItemTable) and config.kind != "lowrank"
+    if not isinstance(model.items, ItemEmbeddingTable) and not factor:
         raise LeanrankError(f"the item table is already compressed ({type(model.items).__name__})")
     before = nbytes(model.items)
-    if config.kind == "lowrank":
+    bits = 8 if config.kind == "int8" else 4
+    if factor:
+        new = QuantizedLowRankItemTable.from_lowrank(model.items, bits)
+    elif config.kind == "lowrank":
         new = LowRankItemTable.from_table(model.items, config.rank)
     else:
-        new = QuantizedItemTable.from_table(model.items, 8 if config.kind == "int8" else 4)
-    model.items = new.to(model.items.weight.device)
+        new = QuantizedItemTable.from_table(model.items, bits)
+    model.items = new.to(next(model.parameters()).device)
     report = {"kind": config.kind, "rank": config.rank, "bytes_before": before, "bytes_after": nbytes(new)}
     model.card.add_step(STEP, config=asdict(config), **{k: report[k] for k in ("bytes_before", "bytes_after")})
     return report
@@ -114,12 +146,14 @@ def compress_item_table_(model: SeqRec, config: ItemTableConfig) -> dict:
 def load_seqrec(directory: str | Path, device: str = "cpu") -> SeqRec:
     """``SeqRec.load`` that also rebuilds a compressed item table recorded in the model card."""
     model = SeqRec.load_config(directory)
-    steps = [s for s in model.card.steps if s.get("step") == STEP]
-    if steps:
-        config = ItemTableConfig(**steps[-1]["config"])
-        rows, dim = model.items.weight.shape
+    rows, dim = model.items.weight.shape
+    for step in (s for s in model.card.steps if s.get("step") == STEP):    # in the order they were applied
+        config = ItemTableConfig(**step["config"])
+        bits = 8 if config.kind == "int8" else 4
         if config.kind == "lowrank":
             model.items = LowRankItemTable(rows, dim, config.rank)
+        elif isinstance(model.items, LowRankItemTable):
+            model.items = QuantizedLowRankItemTable(rows, dim, model.items.table.shape[1], bits)
         else:
-            model.items = QuantizedItemTable(rows, dim, 8 if config.kind == "int8" else 4)
+            model.items = QuantizedItemTable(rows, dim, bits)
     return model.load_weights(directory).to(device)

@@ -121,6 +121,7 @@ class FactorizeStep:
     steps: int = 0
     lr: float = 3e-5
     valid_queries: int = 150
+    calibration_size: int = 512          # train pairs for activation-aware SVD; 0 = plain SVD
 
     def __post_init__(self) -> None:
         from leanrank.compress.factorize import FactorizeConfig

@@ -18,7 +18,11 @@ def test_compress_and_distill_results(tmp_path, one_thread):
                student_minutes=0.02, valid_users=100, dataset="synthetic", log=lambda s: None)
     comp = json.loads((tmp_path / "out" / "synthetic-compress.json").read_text())
     dist = json.loads((tmp_path / "out" / "synthetic-distill.json").read_text())
-    assert comp["rows"][0]["role"] == "teacher" and len(comp["rows"]) == 7
+    assert comp["rows"][0]["role"] == "teacher" and len(comp["rows"]) == 10
+    rows = {r["name"]: r for r in comp["rows"]}
+    tuned = rows["item table lowrank r=16 + fine-tune 0.01 min"]
+    stored = rows["item table lowrank r=16 + fine-tune 0.01 min + int8 factor"]
+    assert stored["table_ratio"] > 1.5 * tuned["table_ratio"] and abs(stored["ndcg@10"] - tuned["ndcg@10"]) < 0.02
     for r in comp["rows"][1:]:
         assert r["table_ratio"] > 1 and 0 <= r["ndcg@10"] <= 1
     int8 = next(r for r in comp["rows"] if r["name"] == "item table int8")
@@ -33,3 +37,7 @@ def test_compress_and_distill_results(tmp_path, one_thread):
     assert docs["distill"]["bar"]["student_10x_smaller_at_97pct"] is None or "met" in docs["distill"]["bar"][
         "student_10x_smaller_at_97pct"]
     assert "make bench-rec-compress" in (tmp_path / "out" / "synthetic-distill.md").read_text()
+    only = run(tmp_path / "teacher", None, tmp_path / "only", tmp_path / "work2", threads=1, finetune_minutes=0.01,
+               valid_users=100, dataset="synthetic", skip_distill=True, log=lambda s: None)
+    assert set(only) == {"compress"} and sorted(p.name for p in (tmp_path / "only").iterdir()) == [
+        "synthetic-compress.json", "synthetic-compress.md"]

@@ -42,8 +42,29 @@ def test_compressed_tables_are_smaller_and_keep_quality(trained, tmp_path, kind,
     assert type(reloaded.items) is type(model.items)
     h = [[1, 2, 3], [7, 8]]
     assert torch.allclose(reloaded.score_histories(h), model.score_histories(h), atol=1e-5)
-    with pytest.raises(LeanrankError, match="already compressed"):
-        compress_item_table_(model, ItemTableConfig(kind="int8"))
+    with pytest.raises(LeanrankError, match="already compressed"):      # only a low-rank factor is quantized again
+        compress_item_table_(model, ItemTableConfig(kind="lowrank", rank=4) if kind == "lowrank"
+                             else ItemTableConfig(kind="int8"))
+
+
+def test_lowrank_factor_stored_int8_is_smaller_keeps_quality_and_reloads(trained, tmp_path):
+    from leanrank.compress.item_table import QuantizedLowRankItemTable
+
+    ds, teacher = trained
+    model = load_seqrec(teacher.save(tmp_path / "teacher"))
+    compress_item_table_(model, ItemTableConfig(kind="lowrank", rank=8))
+    lowrank_ndcg, lowrank_bytes = ndcg(model, ds), nbytes(model.items)
+    factor_bytes = model.items.table.numel() * 4
+    report = compress_item_table_(model, ItemTableConfig(kind="int8"))
+    assert isinstance(model.items, QuantizedLowRankItemTable) and model.items.q.codes.dtype == torch.uint8
+    # int8 codes + a float scale and zero per row (rank 8: 16 instead of 32 bytes a row)
+    assert report["bytes_before"] == lowrank_bytes and report["bytes_after"] <= lowrank_bytes - 0.45 * factor_bytes
+    assert ndcg(model, ds) >= lowrank_ndcg - 0.02
+    assert model.items(torch.tensor([[0, 4]]))[0, 0].abs().sum() == 0 and model.items.full()[0].abs().sum() == 0
+    reloaded = load_seqrec(model.save(tmp_path / "lowrank-int8"))
+    assert type(reloaded.items) is QuantizedLowRankItemTable
+    h = [[1, 2, 3], [7, 8]]
+    assert torch.allclose(reloaded.score_histories(h), model.score_histories(h), atol=1e-5)
 
 
 def test_item_table_config_errors():
