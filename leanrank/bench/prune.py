@@ -1,8 +1,9 @@
 """Pruning and low-rank benchmark on Home Depot (``make bench-prune``): one run, teacher included.
 
 Rows: the fp32 teacher; structured pruning (50% of FFN neurons + 4 of 12 heads per layer) by each
-criterion (magnitude, Taylor, activation) before and after the same short fine-tune; a low-rank
-model (half the encoder's Linear weights) before/after fine-tuning; whole-layer dropping; and
+criterion (magnitude, Taylor, activation) before and after the same short fine-tune; low-rank
+models (half the encoder's Linear weights; plain SVD and activation-aware "whitened" SVD on the
+same calibration pairs) before/after fine-tuning; whole-layer dropping; and
 unstructured 50% magnitude pruning stored sparse (size vs quality; no speed claimed).
 Quality: rerank protocol on test queries; speed: interleaved repeats at batch 32 (median, min..max).
 """
@@ -105,8 +106,13 @@ def build_variants(teacher_dir: Path, splits, work: Path, steps: int, lr: float,
     low = copy.deepcopy(teacher)
     report = factorize_(low, FactorizeConfig(param_ratio=0.5))
     add("lowrank-0.5", low, "svd", False, info={"factorize": report.summary()})
-    ft, info = tuned("lowrank-0.5-ft", low, 2 * steps)     # SVD loses more than pruning: twice the steps
-    add("lowrank-0.5-ft", ft, "svd", True, info={"factorize": report.summary(), "fine_tune": info})
+    white = copy.deepcopy(teacher)
+    white_report = factorize_(white, FactorizeConfig(param_ratio=0.5, calibration=calibration))
+    add("lowrank-0.5-whitened", white, "svd-whitened", False, info={"factorize": white_report.summary()})
+    for name, model, rep, crit in (("lowrank-0.5-ft", low, report, "svd"),
+                                   ("lowrank-0.5-whitened-ft", white, white_report, "svd-whitened")):
+        ft, info = tuned(name, model, 2 * steps)     # SVD loses more than pruning: twice the steps
+        add(name, ft, crit, True, info={"factorize": rep.summary(), "fine_tune": info})
 
     layers = copy.deepcopy(teacher)
     prune_(layers, PruneConfig(target="layers", amount=1 / 3, criterion="activation", calibration=calibration))
@@ -189,14 +195,16 @@ def bars(rows: list[dict]) -> dict:
     ft = [r for r in rows if r["name"].startswith("struct-") and r.get("fine_tuned")]
     ok = [r for r in ft if r["ndcg_vs_teacher"] >= 0.98]
     best = max(ok or ft, key=lambda r: (r["ndcg_vs_teacher"] >= 0.98, r["speedup"]), default=None)
-    low = next((r for r in rows if r["name"] == "lowrank-0.5-ft"), None)
     teacher = rows[0]
+    lows = [r for r in rows if r["name"].startswith("lowrank-") and r.get("fine_tuned")
+            and teacher["linear_params"] / r["linear_params"] >= 2]
+    low = max(lows, key=lambda r: r["ndcg_vs_teacher"], default=None)
     return {
         "structured_1.6x_at_98pct": None if best is None else {
             "row": best["name"], "speedup": round(best["speedup"], 3), "ndcg_vs_teacher": round(best["ndcg_vs_teacher"], 4),
             "met": best["speedup"] >= 1.6 and best["ndcg_vs_teacher"] >= 0.98},
         "lowrank_2x_fewer_linear_at_97pct": None if low is None else {
-            "linear_ratio": round(teacher["linear_params"] / low["linear_params"], 3),
+            "row": low["name"], "linear_ratio": round(teacher["linear_params"] / low["linear_params"], 3),
             "ndcg_vs_teacher": round(low["ndcg_vs_teacher"], 4),
             "met": teacher["linear_params"] / low["linear_params"] >= 2 and low["ndcg_vs_teacher"] >= 0.97},
     }
