@@ -129,30 +129,24 @@ class CrossEncoder(torch.nn.Module):
 
         ``sparse=True`` stores mostly-zero weight matrices as values + bit mask (see
         ``pack_sparse``; smaller on disk, dense again once loaded)."""
+        from leanrank.core.io import atomic_dir
+
         directory = Path(directory)
-        tmp = directory.with_name(f".{directory.name}.tmp")
-        if tmp.exists():
-            _rmtree(tmp)
-        self.model.save_pretrained(tmp, safe_serialization=True)
-        if sparse:
-            from safetensors.torch import load_file, save_file
+        with atomic_dir(directory) as tmp:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            if sparse:
+                from safetensors.torch import load_file, save_file
 
-            for f in list(tmp.glob("*.safetensors")):
-                save_file(pack_sparse(load_file(str(f))), str(f), metadata={"format": "pt"})
-        self.tokenizer.save_pretrained(tmp)
-        card = self.card
-        if sparse:
-            import copy
+                for f in list(tmp.glob("*.safetensors")):
+                    save_file(pack_sparse(load_file(str(f))), str(f), metadata={"format": "pt"})
+            self.tokenizer.save_pretrained(tmp)
+            card = self.card
+            if sparse:
+                import copy
 
-            card = copy.deepcopy(self.card)
-            card.add_step("store", storage="sparse")
-        card.save(tmp)
-        old = directory.with_name(f".{directory.name}.old")
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        if old.exists():
-            _rmtree(old)
+                card = copy.deepcopy(self.card)
+                card.add_step("store", storage="sparse")
+            card.save(tmp)
         return directory
 
     # ------------------------------------------------------------------ inference
@@ -257,12 +251,6 @@ def keep_layers(model: PreTrainedModel, num_layers: int, pick: str = "spread") -
         keep = list(range(num_layers))
     set_encoder_layers(model, torch.nn.ModuleList([layers[i] for i in keep]))
     return keep
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _progress(total: int, label: str):

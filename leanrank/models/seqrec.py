@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -294,18 +293,14 @@ class SeqRec(nn.Module):
         """``config.json`` + ``model.safetensors`` + ``leanrank.json``, renamed into place."""
         from safetensors.torch import save_file
 
+        from leanrank.core.io import atomic_dir
+
         directory = Path(directory)
-        tmp, old = directory.with_name(f".{directory.name}.tmp"), directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        (tmp / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        self.card.save(tmp)
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_dir(directory) as tmp:
+            (tmp / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            self.card.save(tmp)
         return directory
 
     @classmethod

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -87,15 +85,13 @@ def round_linear_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @contextlib.contextmanager
-def _quiet():
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+def _quiet():      # torchao's own log lines are silenced package-wide in leanrank/__init__.py
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 
 
 def _quantizer():
-    logging.getLogger("torchao").setLevel(logging.ERROR)     # its optional CUDA kernels fail to load on CPU
     require("torchao", "torchao==0.18.0")
     from torchao.quantization.pt2e import PerChannelMinMaxObserver
     from torchao.quantization.pt2e.quantizer import QuantizationSpec
@@ -186,23 +182,18 @@ class InductorScorer:
         """Write int8 codes + scales, float rest, tokenizer, calibration and card (temp, then rename)."""
         from safetensors.torch import save_file
 
-        directory = Path(directory)
-        tmp = directory.with_name(f".{directory.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        from leanrank.core.io import atomic_dir
+
         linear = {k[: -len(_CODES)] for k in self._codes if k.endswith(_CODES)}
         state = {k: v.contiguous() for k, v in self._float.state_dict().items()
                  if not (k.endswith(".weight") and k[: -len(".weight")] in linear)}
-        save_file({**state, **self._codes}, str(tmp / WEIGHTS_FILE), metadata={"format": "leanrank-int8-inductor"})
-        self._float.config.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
-        (tmp / CALIBRATION_FILE).write_text(json.dumps([list(p) for p in self.calibration], ensure_ascii=False))
-        self.card.save(tmp)
-        old = directory.with_name(f".{directory.name}.old")
-        if directory.exists():
-            directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old, ignore_errors=True)
+        directory = Path(directory)
+        with atomic_dir(directory) as tmp:
+            save_file({**state, **self._codes}, str(tmp / WEIGHTS_FILE), metadata={"format": "leanrank-int8-inductor"})
+            self._float.config.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / CALIBRATION_FILE).write_text(json.dumps([list(p) for p in self.calibration], ensure_ascii=False))
+            self.card.save(tmp)
         return directory
 
 
@@ -221,8 +212,13 @@ def quantize_inductor(cross_encoder, config: InductorInt8Config, calibration: Se
     return InductorScorer(cross_encoder, config, calibration, codes)
 
 
+def _inductor_step(card) -> dict | None:
+    return next((s for s in getattr(card, "steps", []) if s.get("step") == "quantize" and s.get("scheme") == SCHEME),
+                None)
+
+
 def is_inductor(card) -> bool:
-    return any(s.get("step") == "quantize" and s.get("scheme") == SCHEME for s in getattr(card, "steps", []))
+    return _inductor_step(card) is not None
 
 
 def load_inductor(path: str | Path) -> InductorScorer:
@@ -231,11 +227,11 @@ def load_inductor(path: str | Path) -> InductorScorer:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from leanrank.models.card import ModelCard
-    from leanrank.models.cross_encoder import CrossEncoder
+    from leanrank.models.cross_encoder import CrossEncoder, load_state_strict
 
     path = Path(path)
     card = ModelCard.load(path, kind="cross-encoder")
-    step = next((s for s in card.steps if s.get("step") == "quantize" and s.get("scheme") == SCHEME), None)
+    step = _inductor_step(card)
     if step is None or not (path / WEIGHTS_FILE).exists() or not (path / CALIBRATION_FILE).exists():
         raise LeanrankError(f"{path}: not an {SCHEME} model folder (needs leanrank.json, {WEIGHTS_FILE}, "
                             f"{CALIBRATION_FILE})")
@@ -246,11 +242,7 @@ def load_inductor(path: str | Path) -> InductorScorer:
         prefix = key[: -len(_CODES)]
         state[prefix + ".weight"] = codes[key].float() * codes[prefix + _SCALES][:, None]
     model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise LeanrankError(f"{path}: saved tensors do not match the config (missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]})")
+    load_state_strict(model, state, path)
     calibration = json.loads((path / CALIBRATION_FILE).read_text())
     ce = CrossEncoder(model.eval(), AutoTokenizer.from_pretrained(path), card)
     try:
