@@ -224,6 +224,8 @@ def factorize_cmd(
     data_dir: Path | None = DataDir,
     valid_queries: int = typer.Option(150, help="Validation queries."),
     calibration_size: int = typer.Option(512, help="Train pairs for activation-aware SVD (0 = plain SVD)."),
+    recover_steps: int = typer.Option(0, help="Then distil from the original model's cached scores (steps)."),
+    transfer_dir: Path | None = typer.Option(None, help="Cache of those scores, reused across runs (default: temp)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
 ) -> None:
     """Truncated-SVD factorization of Linear layers (and embeddings), optionally fine-tuning."""
@@ -231,7 +233,8 @@ def factorize_cmd(
 
     factorize_model(model, out, dataset, data_dir, param_ratio=param_ratio, energy=energy,
                     embedding_rank=embedding_rank, steps=steps, lr=lr, valid_queries=valid_queries,
-                    calibration_size=calibration_size, overwrite=overwrite, log=typer.echo)
+                    calibration_size=calibration_size, recover_steps=recover_steps, transfer_dir=transfer_dir,
+                    overwrite=overwrite, log=typer.echo)
 
 
 @app.command("distill")

@@ -1,5 +1,8 @@
 """What ``leanrank prune`` and ``leanrank factorize`` run: data → calibration → verb → fine-tune → folder.
 
+``factorize --recover-steps N`` then distils the factorized model from the original one on cached
+scores (``leanrank.compress.recover``), which keeps more of its quality than label fine-tuning.
+
 Calibration triples (query, title, target) come from the train split, judged pairs plus sampled
 negatives; fine-tuning uses ``leanrank.train.search.fine_tune`` (best validation NDCG@10 kept).
 Gradual pruning (``stages > 1``) follows the cubic schedule, fine-tuning ``steps // stages``
@@ -98,14 +101,18 @@ def prune_model(model_dir: Path, out: Path, dataset: str, data_dir, *, target: s
 def factorize_model(model_dir: Path, out: Path, dataset: str, data_dir, *, param_ratio: float | None = 0.5,
                     energy: float | None = None, embedding_rank: int | None = None, steps: int = 0,
                     lr: float = 3e-5, valid_queries: int = 150, calibration_size: int = 512,
-                    overwrite: bool = False, log=print) -> dict:
-    """Low-rank factorize ``model_dir`` (then optionally fine-tune) and write ``out``; with
+                    recover_steps: int = 0, transfer_dir: Path | None = None, overwrite: bool = False,
+                    log=print) -> dict:
+    """Low-rank factorize ``model_dir`` (then optionally fine-tune on labels and/or recover by
+    distillation from the original model's cached scores) and write ``out``; with
     ``calibration_size`` > 0 train pairs the SVD is activation-aware (0 = plain SVD)."""
     from leanrank.compress.factorize import FactorizeConfig, factorize_
+    from leanrank.compress.recover import RecoverConfig
 
     _refuse_existing(out, overwrite)
     if calibration_size < 0:
         raise LeanrankError(f"calibration size must be >= 0, got {calibration_size}")
+    recover = RecoverConfig(steps=recover_steps) if recover_steps else None      # validated before loading data
     model, splits, examples, calibration, validate = _setup(model_dir, dataset, data_dir, calibration_size,
                                                             valid_queries)
     config = FactorizeConfig(energy=energy, param_ratio=None if energy is not None else param_ratio,
@@ -115,10 +122,27 @@ def factorize_model(model_dir: Path, out: Path, dataset: str, data_dir, *, param
     factored = validate(model)["ndcg@10"]
     log(f"factorized {len(report.ranks)} modules ({len(report.skipped)} kept dense): Linear weights "
         f"{report.linear_params_before:,} → {report.linear_params_after:,}; validation NDCG@10 {base:.4f} → {factored:.4f}")
+    step = model.card.steps[-1]
     tuned = _tune(model, splits, examples, validate, steps, lr, log)
-    final = validate(model)["ndcg@10"] if tuned else factored
-    model.card.steps[-1].update({"valid_ndcg@10": {"before": base, "factorized": factored, "final": final},
-                                 "fine_tune": tuned})
+    recovered = _recover(model_dir, model, splits["train"], validate, recover, transfer_dir, log) if recover else None
+    final = validate(model)["ndcg@10"] if tuned or recovered else factored
+    step.update({"valid_ndcg@10": {"before": base, "factorized": factored, "final": final}, "fine_tune": tuned,
+                 "recovery": recovered})
     model.save(out)
     log(f"ok {out}: validation NDCG@10 {final:.4f} (float {base:.4f})")
     return {**report.summary(), "valid_ndcg@10": {"before": base, "factorized": factored, "final": final}}
+
+
+def _recover(parent_dir: Path, model, train, validate, config, transfer_dir: Path | None, log) -> dict:
+    """Recovery by distillation from the model in ``parent_dir`` (its scores cached in ``transfer_dir``,
+    or in a temporary folder)."""
+    from leanrank.compress.recover import recover_by_distillation
+    from leanrank.models.cross_encoder import CrossEncoder
+
+    parent = CrossEncoder.from_pretrained(parent_dir)
+    with tempfile.TemporaryDirectory(prefix="leanrank-recover-") as tmp:
+        record = recover_by_distillation(parent, model, train, transfer_dir or Path(tmp) / "transfer",
+                                         Path(tmp) / "run", config, validate, parent_name=str(parent_dir), log=log)
+    log(f"recovered by distillation, {record['steps']} steps: best validation NDCG@10 {record['best_ndcg@10']}")
+    return {"steps": record["steps"], "lr": config.lr, "best_step": record["best_step"],
+            "best_valid_ndcg@10": record["best_ndcg@10"], "transfer_lists": record["transfer_lists"]}

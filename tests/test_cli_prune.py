@@ -54,6 +54,19 @@ def test_factorize_command(float_dir):
     assert json.loads((plain / "leanrank.json").read_text())["steps"][-1]["activation_aware"] is False
 
 
+def test_factorize_then_recover_by_distillation(float_dir):
+    out, cache = float_dir.parent / "lowrank-kd", float_dir.parent / "parent-scores"
+    proc = run("factorize", str(float_dir), "--out", str(out), "--param-ratio", "0.3", "--valid-queries", "5",
+               "--recover-steps", "8", "--transfer-dir", str(cache))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "recovered by distillation, 8 steps" in proc.stdout
+    steps = json.loads((out / "leanrank.json").read_text())["steps"]
+    assert [s["step"] for s in steps[-2:]] == ["factorize", "distill"]
+    assert steps[-2]["recovery"]["steps"] == 8 and steps[-2]["recovery"]["transfer_lists"] > 0
+    meta = json.loads((cache / "transfer.meta.json").read_text())
+    assert meta["teacher"] == str(float_dir) and (cache / "transfer.jsonl").stat().st_size > 0
+
+
 def test_bad_input_is_one_line(float_dir, tmp_path):
     assert_one_line_error(run("prune", str(float_dir), "--out", str(tmp_path / "x"), "--target", "rows"), "target")
     assert_one_line_error(run("prune", str(float_dir), "--out", str(float_dir)), "exists")
@@ -62,3 +75,5 @@ def test_bad_input_is_one_line(float_dir, tmp_path):
                           "param_ratio")
     assert_one_line_error(run("factorize", str(float_dir), "--out", str(tmp_path / "w"), "--calibration-size", "-1"),
                           "calibration size")
+    assert_one_line_error(run("factorize", str(float_dir), "--out", str(tmp_path / "v"), "--recover-steps", "-3"),
+                          "recovery steps")

@@ -3,7 +3,9 @@
 Rows: the fp32 teacher; structured pruning (50% of FFN neurons + 4 of 12 heads per layer) by each
 criterion (magnitude, Taylor, activation) before and after the same short fine-tune; low-rank
 models (half the encoder's Linear weights; plain SVD and activation-aware "whitened" SVD on the
-same calibration pairs) before/after fine-tuning; whole-layer dropping; and
+same calibration pairs) before/after fine-tuning on labels, and the whitened one recovered by
+distillation from the teacher's cached scores instead (``leanrank.compress.recover``); whole-layer
+dropping; and
 unstructured 50% magnitude pruning stored sparse (size vs quality; no speed claimed).
 Quality: rerank protocol on test queries; speed: interleaved repeats at batch 32 (median, min..max).
 """
@@ -26,6 +28,7 @@ from leanrank.bench.report import write_results
 from leanrank.compress.factorize import FactorizeConfig, factorize_
 from leanrank.compress.prune import PruneConfig, count_params, prune_
 from leanrank.compress.quantize import is_quantized
+from leanrank.compress.recover import RecoverConfig, recover_by_distillation
 from leanrank.core.machine import machine_info, versions
 from leanrank.data.registry import load_search_dataset
 from leanrank.eval.memory import peak_rss_mb
@@ -73,7 +76,9 @@ def structured(teacher: CrossEncoder, criterion: str, calibration) -> CrossEncod
     return model
 
 
-def build_variants(teacher_dir: Path, splits, work: Path, steps: int, lr: float, valid_queries: int, log):
+def build_variants(teacher_dir: Path, splits, work: Path, steps: int, lr: float, valid_queries: int, log,
+                   recover: RecoverConfig = RecoverConfig(), recover_valid_queries: int = 300,
+                   transfer_dir: Path | None = None):
     teacher = CrossEncoder.from_pretrained(teacher_dir)
     train = splits["train"]
     rng = random.Random(4)
@@ -113,6 +118,17 @@ def build_variants(teacher_dir: Path, splits, work: Path, steps: int, lr: float,
                                    ("lowrank-0.5-whitened-ft", white, white_report, "svd-whitened")):
         ft, info = tuned(name, model, 2 * steps)     # SVD loses more than pruning: twice the steps
         add(name, ft, crit, True, info={"factorize": rep.summary(), "fine_tune": info})
+    kd = copy.deepcopy(white)
+    log(f"recovering lowrank-0.5-whitened by distillation ({recover.steps} steps) ...")
+    record = recover_by_distillation(
+        teacher, kd, train, transfer_dir or work / "transfer", work / "lowrank-0.5-whitened-kd-run", recover,
+        rerank_validator(splits["valid"], BM25Index.build(splits["valid"].titles), recover_valid_queries),
+        parent_name=str(teacher_dir), progress=False, log=log)
+    add("lowrank-0.5-whitened-kd", kd, "svd-whitened", True, info={
+        "factorize": white_report.summary(),
+        "recovery": {"steps": record["steps"], "best_step": record["best_step"], "best_valid_ndcg@10": record["best_ndcg@10"],
+                     "valid_queries": recover_valid_queries, "train_seconds": record["train_seconds"],
+                     "transfer_lists": record["transfer_lists"], "config": record["config"]}})
 
     layers = copy.deepcopy(teacher)
     prune_(layers, PruneConfig(target="layers", amount=1 / 3, criterion="activation", calibration=calibration))
@@ -127,7 +143,8 @@ def build_variants(teacher_dir: Path, splits, work: Path, steps: int, lr: float,
 
 def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_queries: int = 150,
         valid_queries: int = 100, steps: int = 300, lr: float = 3e-5, repeats: int = 3,
-        dataset: str = "homedepot", log=print) -> dict:
+        dataset: str = "homedepot", log=print, recover: RecoverConfig = RecoverConfig(),
+        recover_valid_queries: int = 300, transfer_dir: Path | None = None) -> dict:
     t_start = time.perf_counter()
     full = load_search_dataset(dataset, data_dir)
     splits = full.split()
@@ -135,7 +152,8 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_que
     tasks = build_rerank_tasks(ds, BM25Index.build(full.titles), depth=100, max_queries=max_queries)
     log(f"test: {len(tasks)} queries, {sum(len(t.product_ids) for t in tasks)} pairs")
     work.mkdir(parents=True, exist_ok=True)
-    variants = build_variants(Path(teacher_dir), splits, work, steps, lr, valid_queries, log)
+    variants = build_variants(Path(teacher_dir), splits, work, steps, lr, valid_queries, log, recover,
+                              recover_valid_queries, transfer_dir)
 
     rows = measure_rows(variants, ds, tasks, repeats, log)
     doc = {
@@ -148,6 +166,10 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_que
                      "calibration": "512 train pairs incl. sampled negatives (seed 4)",
                      "fine_tune": f"{steps} steps ({2 * steps} for low-rank), lr {lr}, batch 32, best of 2 validations on {valid_queries} "
                                   "valid queries",
+                     "recovery_by_distillation": f"{recover.steps} steps, lr {recover.lr}, listwise KL on the teacher's "
+                                                 f"cached scores of {recover.transfer_queries} train queries "
+                                                 "(judged + BM25 + dense candidates), 32 pairs per step, best of "
+                                                 f"{recover.evals} validations on {recover_valid_queries} valid queries",
                      "structured": "50% of FFN neurons, then 4 of 12 heads, in every layer",
                      "flops": "torch.utils.flop_counter, one pair padded to 48 tokens"},
         "machine": machine_info(), "versions": versions(), "rows": rows, "bar": bars(rows),
@@ -224,8 +246,13 @@ if __name__ == "__main__":
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dataset", default="homedepot")
+    parser.add_argument("--recover-steps", type=int, default=1600)
+    parser.add_argument("--recover-valid-queries", type=int, default=300)
+    parser.add_argument("--transfer-dir", type=Path, default=None,
+                        help="Cached teacher scores (default WORK/transfer; reused when teacher and config match)")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
     run(args.teacher, args.data_dir, args.out, args.work, args.max_queries, args.valid_queries, args.steps,
-        args.lr, args.repeats, args.dataset)
+        args.lr, args.repeats, args.dataset, recover=RecoverConfig(steps=args.recover_steps),
+        recover_valid_queries=args.recover_valid_queries, transfer_dir=args.transfer_dir)
