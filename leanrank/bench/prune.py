@@ -220,7 +220,10 @@ def bars(rows: list[dict]) -> dict:
     teacher = rows[0]
     lows = [r for r in rows if r["name"].startswith("lowrank-") and r.get("fine_tuned")
             and teacher["linear_params"] / r["linear_params"] >= 2]
-    low = max(lows, key=lambda r: r["ndcg_vs_teacher"], default=None)
+    # the recipe leanrank recommends (whitened SVD + recovery by distillation) is named before the
+    # run, so the bar is not a best-of over test scores; without it, the best fine-tuned row
+    low = next((r for r in lows if r["name"] == "lowrank-0.5-whitened-kd"), None) or \
+        max(lows, key=lambda r: r["ndcg_vs_teacher"], default=None)
     return {
         "structured_1.6x_at_98pct": None if best is None else {
             "row": best["name"], "speedup": round(best["speedup"], 3), "ndcg_vs_teacher": round(best["ndcg_vs_teacher"], 4),
