@@ -19,6 +19,8 @@ bandit_app = typer.Typer(no_args_is_help=True, help="Bandits that pick a model v
 app.add_typer(bandit_app, name="bandit")
 
 DataDir = typer.Option(None, "--data-dir", help="Benchmark data folder (default: $LEANRANK_DATA).")
+RecoverSteps = typer.Option(0, help="Then distil from the original model's cached scores (steps).")
+TransferDir = typer.Option(None, help="Cache of those scores, reused across runs (default: temp).")
 
 
 @data_app.command("info")
@@ -201,6 +203,8 @@ def prune_cmd(
     data_dir: Path | None = DataDir,
     calibration_size: int = typer.Option(256, help="Calibration pairs for taylor/activation."),
     valid_queries: int = typer.Option(150, help="Validation queries."),
+    recover_steps: int = RecoverSteps,
+    transfer_dir: Path | None = TransferDir,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
 ) -> None:
     """Prune heads / FFN neurons / layers physically (or single weights), optionally fine-tuning."""
@@ -208,7 +212,8 @@ def prune_cmd(
 
     prune_model(model, out, dataset, data_dir, target=target, amount=amount, criterion=criterion, scope=scope,
                 heads_amount=heads_amount, stages=stages, steps=steps, lr=lr, calibration_size=calibration_size,
-                valid_queries=valid_queries, overwrite=overwrite, log=typer.echo)
+                valid_queries=valid_queries, recover_steps=recover_steps, transfer_dir=transfer_dir,
+                overwrite=overwrite, log=typer.echo)
 
 
 @app.command("factorize")
@@ -224,8 +229,8 @@ def factorize_cmd(
     data_dir: Path | None = DataDir,
     valid_queries: int = typer.Option(150, help="Validation queries."),
     calibration_size: int = typer.Option(512, help="Train pairs for activation-aware SVD (0 = plain SVD)."),
-    recover_steps: int = typer.Option(0, help="Then distil from the original model's cached scores (steps)."),
-    transfer_dir: Path | None = typer.Option(None, help="Cache of those scores, reused across runs (default: temp)."),
+    recover_steps: int = RecoverSteps,
+    transfer_dir: Path | None = TransferDir,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
 ) -> None:
     """Truncated-SVD factorization of Linear layers (and embeddings), optionally fine-tuning."""

@@ -1,6 +1,6 @@
 """What ``leanrank prune`` and ``leanrank factorize`` run: data → calibration → verb → fine-tune → folder.
 
-``factorize --recover-steps N`` then distils the factorized model from the original one on cached
+``--recover-steps N`` then distils the pruned / factorized model from the original one on cached
 scores (``leanrank.compress.recover``), which keeps more of its quality than label fine-tuning.
 
 Calibration triples (query, title, target) come from the train split, judged pairs plus sampled
@@ -52,8 +52,10 @@ def _tune(model, splits, examples, validate, steps: int, lr: float, log) -> dict
 def prune_model(model_dir: Path, out: Path, dataset: str, data_dir, *, target: str = "ffn", amount: float = 0.5,
                 criterion: str = "magnitude", scope: str = "layer", heads_amount: float = 0.0, stages: int = 1,
                 steps: int = 0, lr: float = 3e-5, calibration_size: int = 256, valid_queries: int = 150,
-                overwrite: bool = False, log=print) -> dict:
-    """Prune ``model_dir`` (optionally gradually, optionally also heads) and write ``out``."""
+                recover_steps: int = 0, transfer_dir: Path | None = None, overwrite: bool = False,
+                log=print) -> dict:
+    """Prune ``model_dir`` (optionally gradually, optionally also heads; then optionally recover by
+    distillation from the unpruned model) and write ``out``."""
     from leanrank.compress.prune import (
         PruneConfig,
         count_params,
@@ -62,11 +64,13 @@ def prune_model(model_dir: Path, out: Path, dataset: str, data_dir, *, target: s
         prune_,
         stage_amount,
     )
+    from leanrank.compress.recover import RecoverConfig
 
     _refuse_existing(out, overwrite)
     if stages < 1:
         raise LeanrankError(f"--stages must be >= 1, got {stages}")
     PruneConfig(target=target, amount=amount, criterion="magnitude", scope=scope)   # validate before loading data
+    recover = RecoverConfig(steps=recover_steps) if recover_steps else None
     model, splits, examples, calibration, validate = _setup(model_dir, dataset, data_dir, calibration_size, valid_queries)
     cal = calibration if criterion != "magnitude" else ()
     before = count_params(model.model)
@@ -89,9 +93,13 @@ def prune_model(model_dir: Path, out: Path, dataset: str, data_dir, *, target: s
         history.append({"stage": stage, "amount": round(level, 4), "params": count_params(model.model, nonzero=True),
                         "valid_ndcg@10": metric, "fine_tune": tuned})
         log(f"stage {stage}/{stages}: {target} {level:.1%} removed, validation NDCG@10 {metric:.4f}")
+    step = model.card.steps[-1]
+    if recover:   # pruned weights stay zero: the hooks are still on
+        step["recovery"] = _recover(model_dir, model, splits["train"], validate, recover, transfer_dir, log)
+        step["recovery"]["valid_ndcg@10"] = validate(model)["ndcg@10"]
     for h in handles:
         h.remove()
-    model.card.steps[-1]["history"] = history
+    step["history"] = history
     model.save(out, sparse=target == "unstructured")
     after = count_params(model.model, nonzero=True)
     log(f"ok {out}: {before:,} → {after:,} parameters ({after / before:.1%})")

@@ -40,6 +40,23 @@ def test_gradual_prune_with_fine_tuning(float_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_unstructured_prune_then_recovery_keeps_the_zeros(float_dir):
+    from leanrank.models.cross_encoder import CrossEncoder
+
+    out = float_dir.parent / "sparse-kd"
+    proc = run("prune", str(float_dir), "--out", str(out), "--target", "unstructured", "--amount", "0.5",
+               "--scope", "global", "--valid-queries", "5", "--recover-steps", "6")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = json.loads((out / "leanrank.json").read_text())["steps"]
+    names = [s["step"] for s in steps]
+    assert names[-3:] == ["prune", "distill", "store"]        # store: the sparse format on disk
+    assert steps[-3]["recovery"]["steps"] == 6 and "valid_ndcg@10" in steps[-3]["recovery"]
+    model = CrossEncoder.from_pretrained(out)
+    weights = [m.weight for name, m in model.model.named_modules() if type(m).__name__ == "Linear" and ".encoder." in f".{name}"]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros >= 0.49, zeros        # distillation did not revive pruned weights
+
+
 def test_factorize_command(float_dir):
     out = float_dir.parent / "lowrank"
     proc = run("factorize", str(float_dir), "--out", str(out), "--param-ratio", "0.5", "--valid-queries", "5")

@@ -63,6 +63,21 @@ def test_bm25_score_equals_search_scores(bm25):
         assert np.all(bm25.score(query, others) == 0)
 
 
+def test_bm25_search_agrees_with_bm25s_retrieve_and_breaks_ties_by_catalog_order():
+    import bm25s
+
+    titles = {f"p{i}": f"{w} drill" if i % 3 else f"{w} cordless drill bit" for i, w in
+              enumerate(["red", "blue", "green", "black", "white", "steel", "brass", "oak", "pine"] * 4)}
+    index = BM25Index.build(titles)
+    for query, k in (("cordless drill", 7), ("drill", 36), ("oak bit", 5)):
+        hits = index.search([query], k=k)[0]
+        docs, scores = index.retriever.retrieve(bm25s.tokenize([query], stopwords="en", show_progress=False),
+                                                k=k, show_progress=False)
+        assert np.allclose([s for _, s in hits], [s for s in scores[0] if s > 0], rtol=1e-6)   # same top-k scores
+        for (p, s), (q, t) in zip(hits, hits[1:]):
+            assert s > t or (s == t and index.ids.index(p) < index.ids.index(q))
+
+
 def test_bm25_scorer_matches_index_and_unknown_title_is_zero(bm25):
     scorer = BM25Scorer(bm25, TITLES)
     queries = ["cordless drill", "cordless drill", "faucet", "faucet", "cordless drill"]
