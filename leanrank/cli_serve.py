@@ -8,7 +8,6 @@ clear one-line error, exit 2), then run uvicorn; models load and warm in the bac
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +26,6 @@ def serve_command(config_path: str | Path, host: str | None = None, port: int | 
         config = replace(config, server=server)
     hasher = hasher_from_env(config.privacy)   # fails here, before anything starts, without a secret
     config.bandit_config()                     # bandit options checked before anything starts
-    sys.setswitchinterval(config.server.switch_interval_ms / 1000)
     if config.server.torch_threads:
         import torch
 

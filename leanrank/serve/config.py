@@ -157,15 +157,10 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     torch_threads: int | None = None
-    # Python's GIL hand-over interval: the rerank thread (compiled torch kernels reacquire the GIL
-    # between calls) waits up to this long behind recall threads; CPython's default is 5 ms
-    switch_interval_ms: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
             raise LeanrankError(f"server.port must be in 0..65535, got {self.port}")
-        if not 0 < self.switch_interval_ms <= 100:
-            raise LeanrankError(f"server.switch_interval_ms must be in (0, 100], got {self.switch_interval_ms}")
 
 
 SECTIONS = {"catalog": CatalogConfig, "recall": RecallConfig, "rec": RecConfig, "batching": BatchingConfig,
