@@ -95,8 +95,8 @@ def prune_model(model_dir: Path, out: Path, dataset: str, data_dir, *, target: s
         log(f"stage {stage}/{stages}: {target} {level:.1%} removed, validation NDCG@10 {metric:.4f}")
     step = model.card.steps[-1]
     if recover:   # pruned weights stay zero: the hooks are still on
-        step["recovery"] = _recover(model_dir, model, splits["train"], validate, recover, transfer_dir, log)
-        step["recovery"]["valid_ndcg@10"] = validate(model)["ndcg@10"]
+        recovered = _recover(model_dir, model, splits["train"], validate, recover, transfer_dir, log)
+        step["recovery"] = {**recovered, "valid_ndcg@10": recovered["best_valid_ndcg@10"]}   # best weights kept
     for h in handles:
         h.remove()
     step["history"] = history
@@ -133,7 +133,8 @@ def factorize_model(model_dir: Path, out: Path, dataset: str, data_dir, *, param
     step = model.card.steps[-1]
     tuned = _tune(model, splits, examples, validate, steps, lr, log)
     recovered = _recover(model_dir, model, splits["train"], validate, recover, transfer_dir, log) if recover else None
-    final = validate(model)["ndcg@10"] if tuned or recovered else factored
+    # recovery keeps its best validated weights, so its best score is the final one
+    final = recovered["best_valid_ndcg@10"] if recovered else validate(model)["ndcg@10"] if tuned else factored
     step.update({"valid_ndcg@10": {"before": base, "factorized": factored, "final": final}, "fine_tune": tuned,
                  "recovery": recovered})
     model.save(out)
@@ -144,7 +145,7 @@ def factorize_model(model_dir: Path, out: Path, dataset: str, data_dir, *, param
 def _recover(parent_dir: Path, model, train, validate, config, transfer_dir: Path | None, log) -> dict:
     """Recovery by distillation from the model in ``parent_dir`` (its scores cached in ``transfer_dir``,
     or in a temporary folder)."""
-    from leanrank.compress.recover import recover_by_distillation
+    from leanrank.compress.recover import recover_by_distillation, recovery_summary
     from leanrank.models.cross_encoder import CrossEncoder
 
     parent = CrossEncoder.from_pretrained(parent_dir)
@@ -152,5 +153,4 @@ def _recover(parent_dir: Path, model, train, validate, config, transfer_dir: Pat
         record = recover_by_distillation(parent, model, train, transfer_dir or Path(tmp) / "transfer",
                                          Path(tmp) / "run", config, validate, parent_name=str(parent_dir), log=log)
     log(f"recovered by distillation, {record['steps']} steps: best validation NDCG@10 {record['best_ndcg@10']}")
-    return {"steps": record["steps"], "lr": config.lr, "best_step": record["best_step"],
-            "best_valid_ndcg@10": record["best_ndcg@10"], "transfer_lists": record["transfer_lists"]}
+    return recovery_summary(record)

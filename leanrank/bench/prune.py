@@ -28,7 +28,7 @@ from leanrank.bench.report import write_results
 from leanrank.compress.factorize import FactorizeConfig, factorize_
 from leanrank.compress.prune import PruneConfig, count_params, prune_
 from leanrank.compress.quantize import is_quantized
-from leanrank.compress.recover import RecoverConfig, recover_by_distillation
+from leanrank.compress.recover import RecoverConfig, recover_by_distillation, recovery_summary
 from leanrank.core.machine import machine_info, versions
 from leanrank.data.registry import load_search_dataset
 from leanrank.eval.memory import peak_rss_mb
@@ -83,7 +83,8 @@ def build_variants(teacher_dir: Path, splits, work: Path, steps: int, lr: float,
     train = splits["train"]
     rng = random.Random(4)
     examples = build_examples(train, BM25Index.build(train.titles), seed=4)
-    validate = rerank_validator(splits["valid"], BM25Index.build(splits["valid"].titles), valid_queries)
+    valid_bm25 = BM25Index.build(splits["valid"].titles)
+    validate = rerank_validator(splits["valid"], valid_bm25, valid_queries)
     calibration = tuple((e.query, e.title, e.target) for e in rng.sample(examples, 512))
     out = [Variant("teacher-fp32", "teacher", "torch", teacher, teacher_dir)]
 
@@ -122,13 +123,11 @@ def build_variants(teacher_dir: Path, splits, work: Path, steps: int, lr: float,
     log(f"recovering lowrank-0.5-whitened by distillation ({recover.steps} steps) ...")
     record = recover_by_distillation(
         teacher, kd, train, transfer_dir or work / "transfer", work / "lowrank-0.5-whitened-kd-run", recover,
-        rerank_validator(splits["valid"], BM25Index.build(splits["valid"].titles), recover_valid_queries),
+        rerank_validator(splits["valid"], valid_bm25, recover_valid_queries),
         parent_name=str(teacher_dir), progress=False, log=log)
     add("lowrank-0.5-whitened-kd", kd, "svd-whitened", True, info={
         "factorize": white_report.summary(),
-        "recovery": {"steps": record["steps"], "best_step": record["best_step"], "best_valid_ndcg@10": record["best_ndcg@10"],
-                     "valid_queries": recover_valid_queries, "train_seconds": record["train_seconds"],
-                     "transfer_lists": record["transfer_lists"], "config": record["config"]}})
+        "recovery": {**recovery_summary(record), "valid_queries": recover_valid_queries, "config": record["config"]}})
 
     layers = copy.deepcopy(teacher)
     prune_(layers, PruneConfig(target="layers", amount=1 / 3, criterion="activation", calibration=calibration))

@@ -60,3 +60,10 @@ def recover_by_distillation(parent, model, train, transfer_dir: str | Path, run_
                             list_size=config.list_size, eval_every=max(config.steps // config.evals, 1),
                             seed=config.seed)
     return distill(parent, model, data, dconfig, run_dir, validate=validate, progress=progress)
+
+
+def recovery_summary(record: dict) -> dict:
+    """The fields of a ``recover_by_distillation`` record worth keeping in a model card or a result row."""
+    return {"steps": record["steps"], "lr": record["config"]["lr"], "best_step": record["best_step"],
+            "best_valid_ndcg@10": record["best_ndcg@10"], "train_seconds": record["train_seconds"],
+            "transfer_lists": record["transfer_lists"]}
