@@ -58,14 +58,15 @@ def train_search_cmd(
     init: str | None = typer.Option(None, help="Start from this model dir (default MiniLM-L6)."),
     num_layers: int | None = typer.Option(None, help="Keep this many layers of the encoder."),
     layer_pick: str = typer.Option("spread", help="spread (every k-th, last kept) or first"),
-    loss: str = "bce", optimizer: str = "adamw", lr: float = 5e-5, epochs: int = 1,
-    batch_size: int = 32, grad_accum: int = 1,
+    loss: str = typer.Option("bce", help="bce, mse, listwise or bce+listwise"),
+    optimizer: str = "adamw", lr: float = 5e-5, epochs: int = 1, batch_size: int = 32, grad_accum: int = 1,
     precision: str = typer.Option("fp32", help="fp32, bf16 (autocast) or fp16 (CUDA)"),
     max_length: int = 48, max_steps: int | None = None,
     eval_every: int | None = typer.Option(None, help="Validate every N steps (default: each epoch)."),
     patience: int = 2, valid_queries: int | None = 300, max_train_queries: int | None = None,
-    bm25_negatives: int = 3, random_negatives: int = 1, checkpoint_every: int = 100,
-    seed: int = 0, device: str | None = None,
+    bm25_negatives: int = 3, random_negatives: int = 1,
+    bm25_depth: int = typer.Option(50, help="Hard negatives come from this BM25 top list."),
+    checkpoint_every: int = 100, seed: int = 0, device: str | None = None,
     resume: bool = typer.Option(False, "--resume", help="Continue from out/checkpoint.pt."),
 ) -> None:
     """Fine-tune a cross-encoder (runs under `torchrun --nproc_per_node N` too)."""
@@ -78,8 +79,8 @@ def train_search_cmd(
                          eval_every=eval_every, patience=patience, checkpoint_every=checkpoint_every,
                          seed=seed)
     setup = SearchTrainSetup(init=init, num_layers=num_layers, layer_pick=layer_pick, max_length=max_length,
-                             bm25_negatives=bm25_negatives, random_negatives=random_negatives,
-                             valid_queries=valid_queries, max_train_queries=max_train_queries)
+                             bm25_negatives=bm25_negatives, bm25_depth=bm25_depth,
+                             random_negatives=random_negatives, valid_queries=valid_queries, max_train_queries=max_train_queries)
     splits = load_search_dataset(dataset, data_dir).split()
     _, record = train_search(splits, out, config, setup, resume=resume, device=device)
     typer.echo(f"model: {out / 'model'}  best valid {config.metric}: {record.get('best_' + config.metric)}")

@@ -109,9 +109,52 @@ def export_bi_encoder(encoder, out_dir: str | Path, parity_texts: Sequence[str],
     return Path(out_dir)
 
 
+def quantize_bi_encoder(src_dir: str | Path, out_dir: str | Path, parity_texts: Sequence[str],
+                        min_cosine: float = 0.98) -> Path:
+    """ORT dynamic int8 (per-channel weights, MatMulInteger/QAttention) of an exported bi-encoder
+    folder; every parity text's int8 vector must keep cosine ≥ ``min_cosine`` with the float one,
+    or the folder is not kept. Queries and catalog must then both be encoded by the int8 graph."""
+    require("onnx", "onnx==1.23.2")
+    import shutil
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from leanrank.runtime.export import _staged
+
+    src_dir = Path(src_dir)
+    meta = _read_meta(src_dir)
+    if not parity_texts:
+        raise LeanrankError("bi-encoder quantization needs parity texts")
+    with _staged(Path(out_dir), overwrite=True) as tmp, tempfile.TemporaryDirectory() as scratch:
+        plain = Path(scratch) / "float.onnx"
+        model = onnx.load(str(src_dir / ONNX_FILE))
+        del model.graph.value_info[:]        # stale shapes break ORT's quantizer
+        onnx.save(model, str(plain))
+        quantize_dynamic(str(plain), str(tmp / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        for f in src_dir.iterdir():
+            if f.name not in (ONNX_FILE, "bi_encoder.json") and f.is_file():
+                shutil.copy(f, tmp / f.name)
+        write_json(tmp / "bi_encoder.json", {**meta, "int8": "ort-dynamic-per-channel", "float_source": str(src_dir)})
+        reference = OrtBiEncoder(src_dir, threads=1).encode(list(parity_texts))
+        got = OrtBiEncoder(tmp, threads=1).encode(list(parity_texts))
+        cos = (reference * got).sum(1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1))
+        if not float(cos.min()) >= min_cosine:
+            raise LeanrankError(f"the int8 bi-encoder fails parity: min cosine {cos.min():.4f} < {min_cosine}")
+        write_json(tmp / "bi_encoder.json", {**meta, "int8": "ort-dynamic-per-channel", "float_source": str(src_dir),
+                                             "parity_min_cosine": float(cos.min()),
+                                             "parity_mean_cosine": float(cos.mean()),
+                                             "parity_texts": len(parity_texts)})
+    return Path(out_dir)
+
+
 def onnx_bi_encoder(encoder, cache_root: str | Path, parity_texts: Sequence[str], threads: int | None = 1,
-                    log=print) -> OrtBiEncoder:
-    """An :class:`OrtBiEncoder` for ``encoder``, exported once into ``cache_root/<weights key>/``."""
+                    log=print, int8: bool = False) -> OrtBiEncoder:
+    """An :class:`OrtBiEncoder` for ``encoder``, exported once into ``cache_root/<weights key>/``
+    (and, with ``int8``, quantized once into ``<weights key>-int8/``)."""
     digest = weights_digest(getattr(encoder, "source", None), ("*.safetensors",))
     if digest is None:
         raise LeanrankError("the ONNX query encoder needs a bi-encoder loaded from a folder with safetensors")
@@ -120,4 +163,10 @@ def onnx_bi_encoder(encoder, cache_root: str | Path, parity_texts: Sequence[str]
     if not (folder / "bi_encoder.json").exists():
         log(f"exporting the query encoder to ONNX ({folder}) ...")
         export_bi_encoder(encoder, folder, parity_texts)
+    if int8:
+        quantized = folder.with_name(folder.name + "-int8")
+        if not (quantized / "bi_encoder.json").exists():
+            log(f"quantizing the query encoder to int8 ({quantized}) ...")
+            quantize_bi_encoder(folder, quantized, parity_texts)
+        folder = quantized
     return OrtBiEncoder(folder, threads=threads)

@@ -74,9 +74,10 @@ class HybridRecall:
 
     @classmethod
     def build(cls, titles: Mapping[str, str], encoder=None, rrf_k: int = 60,
-              cache_dir: str | Path | None = None, log=print, index: str = "flat") -> HybridRecall:
-        """BM25 + (with ``encoder``) a FAISS index of the catalog (``index``: flat = exact, fp16, sq8;
-        see ``DenseIndex.from_embeddings``); the catalog vectors are
+              cache_dir: str | Path | None = None, log=print, index: str = "flat",
+              nprobe: int = 32) -> HybridRecall:
+        """BM25 + (with ``encoder``) a FAISS index of the catalog (``index``: flat = exact, fp16, sq8,
+        ivf with ``nprobe``; see ``DenseIndex.from_embeddings``); the catalog vectors are
         read from ``cache_dir`` when an earlier start with the same encoder and titles wrote them."""
         from leanrank.models.bm25 import BM25Index
 
@@ -87,7 +88,7 @@ class HybridRecall:
 
             ids = list(titles)
             vectors = catalog_embeddings(encoder, [titles[i] for i in ids], cache_dir, log)
-            dense = DenseIndex.from_embeddings(ids, vectors, index)
+            dense = DenseIndex.from_embeddings(ids, vectors, index, nprobe)
         return cls(titles, bm25, encoder, dense, rrf_k)
 
     def recall(self, query: str, bm25_k: int, dense_k: int, rerank_n: int) -> Recalled:
@@ -263,16 +264,16 @@ def build_engine(config: ServeConfig, encoder=None, log=print) -> Engine:
         from leanrank.models.bi_encoder import BiEncoder
 
         encoder = BiEncoder.from_pretrained(config.recall.dense_model)
-        if config.recall.dense_runtime == "onnx":
+        if config.recall.dense_runtime.startswith("onnx"):
             from leanrank.runtime.bi_encoder_onnx import onnx_bi_encoder
 
             texts = list(catalog.titles.values())[:64] + catalog.check_queries[:64]
             encoder = onnx_bi_encoder(encoder, config.recall.encoder_cache, texts, config.recall.encoder_threads,
-                                      log=log)
+                                      log=log, int8=config.recall.dense_runtime == "onnx-int8")
     log(f"indexing {len(catalog.titles)} products (BM25{' + dense' if encoder is not None else ''}) ...")
     recall = HybridRecall.build(catalog.titles, encoder, config.recall.rrf_k,
                                 config.recall.embedding_cache if encoder is not None else None, log,
-                                config.recall.dense_index)
+                                config.recall.dense_index, config.recall.dense_nprobe)
     if recall.dense is not None:
         import faiss
 

@@ -49,18 +49,20 @@ class RecallConfig:
     dense_model: str | None = None    # bi-encoder folder (default: the packaged MiniLM-L6)
     rrf_k: int = 60                   # reciprocal-rank-fusion constant
     faiss_threads: int = 1            # one query at a time: OpenMP threads only contend with the rerank
-    dense_index: str = "flat"         # flat (exact) | fp16 | sq8 (scalar-quantized: less memory per scan)
+    dense_index: str = "flat"         # flat (exact) | fp16 | sq8 (scalar-quantized) | ivf (scans nprobe cells)
+    dense_nprobe: int = 32            # ivf only: cells scanned per query
     embedding_cache: str | None = "runs/serve/embeddings"   # catalog vectors, reused across starts
-    dense_runtime: str = "torch"      # query encoder: torch, or onnx (exported once, parity-checked)
+    dense_runtime: str = "torch"      # query encoder: torch, onnx (exported once, parity-checked) or
+                                      # onnx-int8 (ORT dynamic int8 of that; the catalog is encoded by it too)
     encoder_threads: int = 1          # ORT threads of the onnx query encoder
     encoder_cache: str = "runs/serve/encoders"              # where the onnx query encoder is kept
 
     def __post_init__(self) -> None:
-        _positive(self, "bm25_k", "rerank_n", "rrf_k", "faiss_threads", "encoder_threads")
-        if self.dense_index not in ("flat", "fp16", "sq8"):
-            raise LeanrankError(f"recall.dense_index must be flat, fp16 or sq8, got {self.dense_index!r}")
-        if self.dense_runtime not in ("torch", "onnx"):
-            raise LeanrankError(f"recall.dense_runtime must be torch or onnx, got {self.dense_runtime!r}")
+        _positive(self, "bm25_k", "rerank_n", "rrf_k", "faiss_threads", "encoder_threads", "dense_nprobe")
+        if self.dense_index not in ("flat", "fp16", "sq8", "ivf"):
+            raise LeanrankError(f"recall.dense_index must be flat, fp16, sq8 or ivf, got {self.dense_index!r}")
+        if self.dense_runtime not in ("torch", "onnx", "onnx-int8"):
+            raise LeanrankError(f"recall.dense_runtime must be torch, onnx or onnx-int8, got {self.dense_runtime!r}")
         if self.dense_k < 0:
             raise LeanrankError(f"dense_k must be >= 0, got {self.dense_k}")
         if self.rerank_n > self.bm25_k + self.dense_k:

@@ -13,11 +13,11 @@ def epoch_batches(
 ) -> list[list[int]]:
     """Index batches for one epoch.
 
-    Pointwise losses: length-bucketed shuffled pairs. Listwise: whole query groups packed
+    Pointwise losses: length-bucketed shuffled pairs. Listwise (alone or mixed): whole query groups packed
     into batches of about ``batch_size`` pairs (a list is never split across batches).
     """
     epoch_seed = seed * 1_000_003 + epoch
-    if loss != "listwise":
+    if "listwise" not in loss:
         lengths = [len(e.query) + len(e.title) for e in examples]
         return length_bucketed_batches(lengths, batch_size, shuffle=True, seed=epoch_seed)
     groups: dict[int, list[int]] = {}

@@ -1,11 +1,11 @@
-"""Ranking losses for cross-encoders: pointwise (BCE, MSE) and listwise (softmax CE)."""
+"""Ranking losses for cross-encoders: pointwise (BCE, MSE), listwise (softmax CE) and their sum."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("bce", "mse", "listwise")
+LOSSES = ("bce", "mse", "listwise", "bce+listwise")
 
 
 def pointwise_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -43,4 +43,6 @@ def compute_loss(name: str, logits: torch.Tensor, targets: torch.Tensor, groups:
         return pointwise_mse(logits, targets)
     if name == "listwise":
         return listwise_softmax(logits, targets, groups)
+    if name == "bce+listwise":  # listwise ranks within a query; BCE keeps scores comparable across queries
+        return pointwise_bce(logits, targets) + listwise_softmax(logits, targets, groups)
     raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")

@@ -31,6 +31,7 @@ class SearchTrainSetup:
     layer_pick: str = "spread"          # which layers: "spread" (every k-th) or "first"
     max_length: int = 48
     bm25_negatives: int = 3
+    bm25_depth: int = 50                # hard negatives are sampled from this BM25 top list
     random_negatives: int = 1
     valid_queries: int | None = 300     # validation subset size (None = all)
     max_train_queries: int | None = None
@@ -71,7 +72,8 @@ def train_search(
                                          layer_pick=setup.layer_pick)
     model.card.label_range = (train.labels.label_min, train.labels.label_max)
     bm25 = bm25 or BM25Index.build(train.titles)
-    examples = build_examples(train, bm25, setup.bm25_negatives, setup.random_negatives, seed=config.seed)
+    examples = build_examples(train, bm25, setup.bm25_negatives, setup.random_negatives,
+                              bm25_depth=setup.bm25_depth, seed=config.seed)
     validate = rerank_validator(valid, bm25, setup.valid_queries)
     meta = {"dataset": train.name.split(":")[0], "train_queries": len(train.queries()),
             "train_examples": len(examples), "setup": asdict(setup)}

@@ -273,3 +273,29 @@ def test_scalar_quantized_dense_index_keeps_the_ranking():
             assert len({p for p, _ in a} & {p for p, _ in b}) / 50 >= need
     with pytest.raises(LeanrankError, match="dense index"):
         DenseIndex.from_embeddings(ids, vectors, "hnsw")
+
+
+def test_ivf_index_scans_part_of_the_catalog_and_finds_the_neighbours():
+    import numpy as np
+    import pytest
+
+    from leanrank.core.errors import LeanrankError
+    from leanrank.models.bi_encoder import DenseIndex
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(20, 32)).astype(np.float32)
+    vectors = centres[rng.integers(0, 20, 2000)] + 0.3 * rng.normal(size=(2000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"p{i}" for i in range(2000)]
+    query = vectors[:5] + 0.05 * rng.normal(size=(5, 32)).astype(np.float32)
+    exact = DenseIndex.from_embeddings(ids, vectors).search(query, k=20)
+    ivf = DenseIndex.from_embeddings(ids, vectors, "ivf", nprobe=8)
+    assert ivf.index.nlist == 51 and ivf.index.nprobe == 8              # min(4·√2000, 2000 // 39)
+    got = ivf.search(query, k=20)
+    overlap = np.mean([len({p for p, _ in a} & {p for p, _ in b}) / 20 for a, b in zip(exact, got)])
+    assert overlap >= 0.9 and all(a[0][0] == b[0][0] for a, b in zip(exact, got))
+    one_cell = DenseIndex.from_embeddings(ids, vectors, "ivf", nprobe=1).search(query, k=200)
+    assert all(len(hits) < 200 for hits in one_cell)    # one cell of ~40 vectors: it really scans a part
+    assert got == DenseIndex.from_embeddings(ids, vectors, "ivf", nprobe=8).search(query, k=20)  # seeded
+    with pytest.raises(LeanrankError, match="nprobe"):
+        DenseIndex.from_embeddings(ids, vectors, "ivf", nprobe=0)

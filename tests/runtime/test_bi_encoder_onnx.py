@@ -74,3 +74,32 @@ def test_catalog_sized_inputs_use_the_bulk_session(encoder, tmp_path):
     got = ort.encode(many, batch_size=8)           # 70 texts > 4 batches: the all-core session
     assert ort._bulk is not None
     np.testing.assert_allclose(got, encoder.encode(many), atol=1e-5)
+
+
+def test_int8_encoder_keeps_direction_and_is_quantized_once(encoder, tmp_path, monkeypatch):
+    import json
+
+    from leanrank.runtime import bi_encoder_onnx
+    from leanrank.runtime.bi_encoder_onnx import onnx_bi_encoder
+
+    q = onnx_bi_encoder(encoder, tmp_path, TEXTS, threads=1, log=lambda _: None, int8=True)
+    assert q.directory.name.endswith("-int8")
+    meta = json.loads((q.directory / "bi_encoder.json").read_text())
+    assert meta["int8"] == "ort-dynamic-per-channel" and meta["parity_min_cosine"] >= 0.98
+    got, ref = q.encode(TEXTS), encoder.encode(TEXTS)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-4)
+    cos = (got * ref).sum(1)
+    assert cos.min() >= 0.98 and not np.allclose(got, ref, atol=1e-6)   # close, yet really int8
+    calls = []
+    monkeypatch.setattr(bi_encoder_onnx, "quantize_bi_encoder", lambda *a, **k: calls.append(a))
+    again = onnx_bi_encoder(encoder, tmp_path, TEXTS, log=lambda _: None, int8=True)
+    assert calls == [] and again.directory == q.directory
+
+
+def test_int8_encoder_failing_parity_keeps_nothing(encoder, tmp_path):
+    from leanrank.runtime.bi_encoder_onnx import export_bi_encoder, quantize_bi_encoder
+
+    src = export_bi_encoder(encoder, tmp_path / "float", TEXTS)
+    with pytest.raises(LeanrankError, match="int8 bi-encoder fails parity"):
+        quantize_bi_encoder(src, tmp_path / "int8", TEXTS, min_cosine=1.01)
+    assert not (tmp_path / "int8").exists()

@@ -343,6 +343,20 @@ def test_build_examples(tiny_search, tiny_bm25):
             assert pids_by_title[e.title] - judged_ids, f"negative {e.title!r} is judged for {q!r}"
 
 
+def test_build_examples_bm25_depth_bounds_the_hard_negative_pool(tiny_search, tiny_bm25):
+    ds = tiny_search["train"]
+    queries = list(ds.by_query())
+    for depth in (3, 50):
+        hits = tiny_bm25.search(queries, k=depth)
+        examples = build_examples(ds, tiny_bm25, bm25_negatives=2, random_negatives=0, bm25_depth=depth, seed=3)
+        for gi, q in enumerate(queries):
+            judged = {j.product_id for j in ds.by_query()[q]}
+            pool = {ds.titles[pid] for pid, _ in hits[gi] if pid not in judged}
+            negatives = [e for e in examples if e.group == gi][len(ds.by_query()[q]):]
+            assert len(negatives) == min(2, len(pool))
+            assert all(e.title in pool for e in negatives)
+
+
 def test_build_examples_counts_without_bm25(tiny_search):
     ds = tiny_search["train"]
     examples = build_examples(ds, bm25=None, random_negatives=1, seed=0)
@@ -355,7 +369,7 @@ def test_build_examples_counts_without_bm25(tiny_search):
 # ----------------------------------------------------------------------------- epoch_batches
 
 
-@pytest.mark.parametrize("loss", ["bce", "listwise"])
+@pytest.mark.parametrize("loss", ["bce", "listwise", "bce+listwise"])
 def test_epoch_batches(examples, loss):
     plan = epoch_batches(examples, 8, loss, seed=1, epoch=0)
     assert plan == epoch_batches(examples, 8, loss, seed=1, epoch=0)

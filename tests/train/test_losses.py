@@ -91,7 +91,17 @@ def test_compute_loss_upcasts_half_precision_logits():
     assert loss.dtype == torch.float32
 
 
+def test_bce_plus_listwise_is_the_sum_of_both():
+    logits, targets, groups = t(2.0, -1.0, 0.5, 0.0), t(1.0, 0.0, 0.5, 0.0), torch.tensor([0, 0, 1, 1])
+    both = compute_loss("bce+listwise", logits, targets, groups)
+    expected = pointwise_bce(logits, targets) + listwise_softmax(logits, targets, groups)
+    assert both.item() == pytest.approx(expected.item())
+    # a list with no positive only gets the pointwise part
+    only_zero = compute_loss("bce+listwise", t(1.0, 2.0), t(0.0, 0.0), torch.tensor([0, 0]))
+    assert only_zero.item() == pytest.approx(pointwise_bce(t(1.0, 2.0), t(0.0, 0.0)).item())
+
+
 def test_unknown_loss_raises():
-    assert LOSSES == ("bce", "mse", "listwise")
+    assert LOSSES == ("bce", "mse", "listwise", "bce+listwise")
     with pytest.raises(ValueError, match="unknown loss"):
         compute_loss("hinge", t(0.0), t(1.0), t(0))
