@@ -40,7 +40,7 @@ from leanrank.core.io import write_json
 from leanrank.models.cross_encoder import CrossEncoder, autocast, pick_device
 from leanrank.train.checkpoint import load_checkpoint, restore_training, save_checkpoint, training_state
 from leanrank.train.distributed import barrier, broadcast_object, init_distributed
-from leanrank.train.fit import _schedule
+from leanrank.train.fit import warmup_linear_decay
 from leanrank.train.progress import StepBar, tensorboard_writer
 
 EXACT, PARTIAL = 0.75, 0.25     # normalised-gain thresholds of the multi-task classes
@@ -176,7 +176,8 @@ def distill(
 
         net = DistributedDataParallel(bundle, device_ids=[dev.index] if dev.type == "cuda" else None)
     optimizer = torch.optim.AdamW(bundle.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config.steps, int(config.warmup_ratio * config.steps)))
+    warmup = int(config.warmup_ratio * config.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(config.steps, warmup))
     eval_every = config.eval_every or max(config.steps // 4, 1)
     st = {"step": 0, "best": -math.inf, "best_step": None, "history": [], "train_pairs": 0, "train_seconds": 0.0,
           "losses": {}}

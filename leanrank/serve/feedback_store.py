@@ -1,7 +1,9 @@
 """Durable serving records: SQLite for requests, feedback and user profiles; JSONL request log.
 
-Every write commits (``synchronous=FULL``) before the call returns, so an acknowledged feedback
-survives a crash. User ids arrive here already HMAC-hashed (``leanrank.serve.privacy``); nothing
+Every write commits before the call returns. Feedback commits with ``synchronous=FULL`` (fsync),
+so an acknowledged feedback survives a crash; request rows (what a later feedback is matched
+against) commit with ``NORMAL`` — no fsync per search (~2 ms on this machine's disk), and a crash
+may lose the last few of them, never a feedback (the next FULL commit syncs them too). User ids arrive here already HMAC-hashed (``leanrank.serve.privacy``); nothing
 in this module ever sees a raw id.
 
 Request log lines (one JSON object each, appended and flushed):
@@ -40,7 +42,7 @@ CREATE INDEX IF NOT EXISTS profile_user ON profile_events (user_hash, id);
 
 
 class FeedbackStore:
-    """One SQLite file; thread-safe (one connection behind a lock), every write committed."""
+    """One SQLite file; thread-safe (one connection behind a lock), every write one committed transaction."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -55,12 +57,24 @@ class FeedbackStore:
         with self._lock:
             self._db.close()
 
+    def _commit(self, durable: bool, statements: list[tuple[str, tuple]]) -> list[sqlite3.Cursor]:
+        """Run ``statements`` in one transaction; ``durable`` = fsync before returning."""
+        with self._lock:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._db.execute("BEGIN")
+            try:
+                cursors = [self._db.execute(sql, params) for sql, params in statements]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return cursors
+
     def add_request(self, request_id: str, kind: str, variant: str, user_hash: str | None, context: dict,
                     items: list[str], latency_ms: float) -> None:
-        with self._lock, self._db:
-            self._db.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (request_id, time.time(), kind, variant, user_hash, json.dumps(context),
-                              json.dumps(items), float(latency_ms)))
+        self._commit(False, [("INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              (request_id, time.time(), kind, variant, user_hash, json.dumps(context),
+                               json.dumps(items), float(latency_ms)))])
 
     def get_request(self, request_id: str) -> dict | None:
         with self._lock:
@@ -73,16 +87,15 @@ class FeedbackStore:
 
     def add_feedback(self, request_id: str, item_id: str, event: str, reward: float, variant: str,
                      user_hash: str | None) -> int:
-        """Insert the feedback (and the item into the user's profile) in one committed transaction."""
+        """Insert the feedback (and the item into the user's profile) in one fsync'ed transaction."""
         now = time.time()
-        with self._lock, self._db:
-            cur = self._db.execute("INSERT INTO feedback (request_id, ts, item_id, event, reward, variant, "
-                                   "user_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                   (request_id, now, item_id, event, float(reward), variant, user_hash))
-            if user_hash is not None:
-                self._db.execute("INSERT INTO profile_events (user_hash, ts, item_id) VALUES (?, ?, ?)",
-                                 (user_hash, now, item_id))
-            return int(cur.lastrowid)
+        statements = [("INSERT INTO feedback (request_id, ts, item_id, event, reward, variant, user_hash) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (request_id, now, item_id, event, float(reward), variant,
+                                                       user_hash))]
+        if user_hash is not None:
+            statements.append(("INSERT INTO profile_events (user_hash, ts, item_id) VALUES (?, ?, ?)",
+                               (user_hash, now, item_id)))
+        return int(self._commit(True, statements)[0].lastrowid)
 
     def feedback_count(self) -> int:
         with self._lock:

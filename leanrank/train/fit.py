@@ -73,7 +73,8 @@ def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adafactor(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _schedule(total: int, warmup: int) -> Callable[[int], float]:
+def warmup_linear_decay(total: int, warmup: int) -> Callable[[int], float]:
+    """LR factor per step: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(warmup, 1)
@@ -119,7 +120,7 @@ def fit(
     per_epoch = max(n_micro // info.world_size // config.grad_accum, 1)
     total = min(config.max_steps or per_epoch * config.epochs, per_epoch * config.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _schedule(total, int(config.warmup_ratio * total)))
+        optimizer, warmup_linear_decay(total, int(config.warmup_ratio * total)))
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
     st = {"epoch": 0, "batch": 0, "step": 0, "best": -math.inf, "best_step": None, "bad_evals": 0,
           "history": [], "train_pairs": 0, "train_seconds": 0.0, "stopped_early": False}

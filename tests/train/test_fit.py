@@ -396,3 +396,12 @@ def test_listwise_oversized_group_is_kept_whole():
         PairExample("r", f"u{i}", float(i == 0), 1) for i in range(3)]
     plan = epoch_batches(ex, 4, "listwise", seed=0, epoch=0)
     assert sorted(map(sorted, plan)) == [list(range(10)), [10, 11, 12]]
+
+
+def test_warmup_linear_decay():
+    from leanrank.train.fit import warmup_linear_decay
+
+    f = warmup_linear_decay(total=10, warmup=4)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4) == 1.0 and f(7) == pytest.approx(0.5) and f(10) == 0.0 and f(12) == 0.0
+    assert warmup_linear_decay(total=3, warmup=0)(0) == 1.0
