@@ -123,17 +123,18 @@ def train_rec_cmd(
 def train_calibrate_cmd(
     model: Path = typer.Argument(..., help="Cross-encoder model dir (updated in place, atomically)."),
     dataset: str = "synthetic", data_dir: Path | None = DataDir,
+    method: str = typer.Option("platt", help="platt (sigmoid, 2 parameters) or isotonic (monotone steps)"),
 ) -> None:
-    """Fit the logit → label map on the validation split's judged pairs (used for RMSE)."""
+    """Fit the logit → label map on the validation split's judged pairs (used for RMSE; ranking unchanged)."""
     from leanrank.data.registry import load_search_dataset
     from leanrank.models.cross_encoder import CrossEncoder
     from leanrank.train.calibrate import calibrate_
 
     ce = CrossEncoder.from_pretrained(model)
-    cal = calibrate_(ce, load_search_dataset(dataset, data_dir).split()["valid"])
+    cal = calibrate_(ce, load_search_dataset(dataset, data_dir).split()["valid"], method=method)
     ce.save(model)
-    typer.echo(f"calibrated on {cal['pairs']} validation pairs: RMSE {cal['rmse_before']:.4f} -> "
-               f"{cal['rmse_after']:.4f} (a={cal['a']:.3f}, b={cal['b']:.3f})")
+    typer.echo(f"calibrated ({method}) on {cal['pairs']} validation pairs: RMSE {cal['rmse_before']:.4f} -> "
+               f"{cal['rmse_after']:.4f}")
 
 
 @app.command("eval")

@@ -52,7 +52,7 @@ def free_port() -> int:
 
 def server_config(variant: str, model_dir: str, work: Path, catalog: str, data_dir: str | None, recall_k: int,
                   rerank_n: int, queue_size: int, dense: bool = True, dense_runtime: str = "onnx",
-                  cache: Path | None = None, dense_index: str = "fp16", max_batch: int = 4,
+                  cache: Path | None = None, dense_index: str = "fp16", max_batch: int = 4, dense_nprobe: int = 32,
                   max_wait_ms: float = 2.0, threads: int | None = None) -> dict:
     """A ``leanrank serve`` config with one variant (the bandit has one arm: always that variant).
     ``cache`` (shared by the servers of a run) keeps the catalog vectors and the query encoder."""
@@ -60,7 +60,7 @@ def server_config(variant: str, model_dir: str, work: Path, catalog: str, data_d
     return {
         "catalog": {"source": catalog, **({"data_dir": str(data_dir)} if catalog == "homedepot" else {})},
         "recall": {"bm25_k": recall_k, "dense_k": recall_k if dense else 0, "rerank_n": rerank_n,
-                   "dense_runtime": dense_runtime, "dense_index": dense_index,
+                   "dense_runtime": dense_runtime, "dense_index": dense_index, "dense_nprobe": dense_nprobe,
                    "embedding_cache": str(cache / "embeddings"),
                    "encoder_cache": str(cache / "encoders")},
         "variants": {variant: str(model_dir)},
@@ -243,6 +243,7 @@ def run_bench(args: argparse.Namespace, log=print) -> dict:
     common = dict(catalog=args.catalog, data_dir=args.data_dir, recall_k=args.recall_k, rerank_n=args.rerank_n,
                   queue_size=args.queue_size, dense=not args.no_dense, dense_runtime=args.dense_runtime,
                   cache=work / "cache", dense_index=args.dense_index, max_batch=args.max_batch,
+                  dense_nprobe=args.dense_nprobe,
                   max_wait_ms=args.max_wait_ms, threads=args.threads)
     rows, results, checks, servers = [], {}, {}, {}
     plan = [("compressed", args.compressed_name, args.compressed,
@@ -318,7 +319,8 @@ def _document(args, rows, results, checks, servers, n_products, n_queries, secon
                       + f", fused by reciprocal rank; top {args.rerank_n} reranked; k = 10 returned",
             "batching": f"max_batch {args.max_batch}, max_wait {args.max_wait_ms:g} ms, queue_size "
                         f"{args.queue_size} (capacity {args.queue_size + args.max_batch} in flight), deadline 10 s",
-            "dense": f"query encoder {args.dense_runtime}, FAISS {args.dense_index} index, one OpenMP thread",
+            "dense": f"query encoder {args.dense_runtime}, FAISS {args.dense_index} index"
+                     f"{f' (nprobe {args.dense_nprobe})' if args.dense_index == 'ivf' else ''}, one OpenMP thread",
             "phases": f"A/B: concurrency {args.concurrency}, {args.requests} searches or {args.seconds:g} s, "
                       f"feedback on {args.feedback:.0%}; C: concurrency {args.overload_concurrency}, "
                       f"{args.overload_requests} searches or {args.overload_seconds:g} s, feedback on "
@@ -344,8 +346,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recall-k", type=int, default=1000, help="BM25 and dense candidates each")
     p.add_argument("--rerank-n", type=int, default=50)
     p.add_argument("--no-dense", action="store_true", help="BM25 recall only (quick checks)")
-    p.add_argument("--dense-runtime", default="onnx", choices=("onnx", "torch"), help="query encoder runtime")
-    p.add_argument("--dense-index", default="fp16", choices=("flat", "fp16", "sq8"), help="FAISS index of the catalog")
+    p.add_argument("--dense-runtime", default="onnx", choices=("onnx", "onnx-int8", "torch"),
+                   help="query encoder runtime")
+    p.add_argument("--dense-index", default="fp16", choices=("flat", "fp16", "sq8", "ivf"),
+                   help="FAISS index of the catalog")
+    p.add_argument("--dense-nprobe", type=int, default=32, help="ivf: cells scanned per query")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=DIR",
                    help="another compressed variant measured like phase A (phases A2, A3...)")
     p.add_argument("--queue-size", type=int, default=8)

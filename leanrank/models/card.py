@@ -20,7 +20,7 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     max_length: int = 48
     label_range: tuple[float, float] = (1.0, 3.0)     # sigmoid(score) maps onto this range
-    calibration: dict | None = None                   # {"a", "b"}: sigmoid(a * score + b)
+    calibration: dict | None = None   # platt {"a", "b"}: sigmoid(a·score + b); isotonic {"x", "y"} steps
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def add_step(self, step: str, **info) -> None:
@@ -33,6 +33,8 @@ class ModelCard:
 
         lo, hi = self.label_range
         cal = self.calibration or {"a": 1.0, "b": 0.0}
+        if cal.get("method") == "isotonic":     # monotone steps (leanrank.train.calibrate.isotonic_steps)
+            return np.clip(np.interp(np.asarray(logits, dtype=np.float64), cal["x"], cal["y"]), lo, hi)
         return lo + (hi - lo) / (1.0 + np.exp(-(cal["a"] * np.asarray(logits) + cal["b"])))
 
     def save(self, directory: str | Path) -> None:

@@ -41,3 +41,35 @@ def test_layer_pick_first_keeps_bottom_layers(tiny_cross_encoder):
     assert ce.model.bert.encoder.layer[0] is first and ce.model.config.num_hidden_layers == 2
     with pytest.raises(LeanrankError, match="layer pick"):
         keep_layers(ce.model, 1, "middle")
+
+
+def test_isotonic_matches_sklearn_and_keeps_the_order():
+    import numpy as np
+    from sklearn.isotonic import IsotonicRegression
+
+    from leanrank.models.card import ModelCard
+    from leanrank.train.calibrate import fit_calibration
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    y = np.clip(2 + 0.4 * x + 0.5 * rng.normal(size=400), 1, 3)
+    x[:40] = x[40:80]                                  # ties in the logits, as sklearn sees them too
+    iso = fit_calibration(x, y, 1.0, 3.0, method="isotonic")
+    ref = IsotonicRegression(y_min=1, y_max=3, out_of_bounds="clip").fit(x, y)
+    card = ModelCard(kind="cross-encoder", label_range=(1.0, 3.0), calibration=iso)
+    grid = np.linspace(-4, 4, 301)
+    np.testing.assert_allclose(card.predict_labels(grid), ref.predict(grid), atol=1e-9)
+    assert np.all(np.diff(card.predict_labels(grid)) >= 0)            # monotone: rankings unchanged
+    platt = fit_calibration(x, y, 1.0, 3.0)
+    assert platt["method"] == "platt" and iso["rmse_after"] < platt["rmse_after"] < iso["rmse_before"]
+
+
+def test_unknown_calibration_method_raises():
+    import numpy as np
+    import pytest
+
+    from leanrank.core.errors import LeanrankError
+    from leanrank.train.calibrate import fit_calibration
+
+    with pytest.raises(LeanrankError, match="calibration method"):
+        fit_calibration(np.arange(20.0), np.ones(20), 1.0, 3.0, method="spline")
