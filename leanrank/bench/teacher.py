@@ -129,7 +129,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--teacher", type=Path, default=Path("runs/teacher-homedepot-2/model"))
+    parser.add_argument("--teacher", type=Path, default=Path("runs/teacher-homedepot-3/model"))
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/homedepot-teacher"))
     parser.add_argument("--max-queries", type=int, default=None)
