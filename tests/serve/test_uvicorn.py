@@ -19,11 +19,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def event_loop() -> str:
+    """``auto`` (uvloop, as ``leanrank serve`` runs) unless locust, imported in this process by the
+    load-test tests, has gevent-patched the sockets: uvloop then hangs, so use plain asyncio."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        return "auto"
+    return "asyncio" if monkey.is_module_patched("socket") else "auto"
+
+
 def test_real_uvicorn_answers_search_and_shuts_down_cleanly(tmp_path):
     httpx = http_client_module()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(make_app(make_config(tmp_path)), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
+                                           log_level="warning", access_log=False, loop=event_loop()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
