@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from leanrank.data.registry import load_search_dataset
+from leanrank.models.card import label_map
 from leanrank.models.cross_encoder import CrossEncoder
 from leanrank.train.calibrate import fit_calibration
 
@@ -29,8 +30,7 @@ for method in ("platt", "isotonic"):
     for f in range(5):
         tr, te = fold != f, fold == f
         c = fit_calibration(x[tr], y[tr], 1.0, 3.0, method=method)
-        p = (np.clip(np.interp(x[te], c["x"], c["y"]), 1, 3) if method == "isotonic"
-             else 1 + 2 / (1 + np.exp(-(c["a"] * x[te] + c["b"]))))
+        p = label_map(c, x[te], 1.0, 3.0)
         rmse.append(round(float(np.sqrt(np.mean((p - y[te]) ** 2))), 4))
     out["folds"][method] = {"rmse": rmse, "mean": round(float(np.mean(rmse)), 4)}
 print(json.dumps(out["folds"]))

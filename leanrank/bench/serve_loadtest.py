@@ -37,6 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from leanrank.core.errors import LeanrankError
+from leanrank.serve.config import DENSE_INDEXES, DENSE_RUNTIMES
 
 COLUMNS = ("phase", "variant", "concurrency", "requests", "qps", "p50_ms", "p95_ms", "p99_ms", "status",
            "errors_5xx", "shed_rate", "server_rerank_p50_ms", "server_queue_p50_ms", "server_recall_p50_ms",
@@ -346,10 +347,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recall-k", type=int, default=1000, help="BM25 and dense candidates each")
     p.add_argument("--rerank-n", type=int, default=50)
     p.add_argument("--no-dense", action="store_true", help="BM25 recall only (quick checks)")
-    p.add_argument("--dense-runtime", default="onnx", choices=("onnx", "onnx-int8", "torch"),
-                   help="query encoder runtime")
-    p.add_argument("--dense-index", default="fp16", choices=("flat", "fp16", "sq8", "ivf"),
-                   help="FAISS index of the catalog")
+    p.add_argument("--dense-runtime", default="onnx", choices=DENSE_RUNTIMES, help="query encoder runtime")
+    p.add_argument("--dense-index", default="fp16", choices=DENSE_INDEXES, help="FAISS index of the catalog")
     p.add_argument("--dense-nprobe", type=int, default=32, help="ivf: cells scanned per query")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=DIR",
                    help="another compressed variant measured like phase A (phases A2, A3...)")

@@ -12,6 +12,17 @@ from leanrank.core.io import write_json
 CARD_FILE = "leanrank.json"
 
 
+def label_map(calibration: dict | None, logits, lo: float, hi: float):
+    """Logits → labels in [lo, hi]: isotonic steps (``{"method": "isotonic", "x", "y"}``,
+    interpolated, clamped) or Platt ``lo + (hi - lo)·sigmoid(a·logit + b)`` (None: a = 1, b = 0)."""
+    import numpy as np
+
+    cal = calibration or {"a": 1.0, "b": 0.0}
+    if cal.get("method") == "isotonic":     # leanrank.train.calibrate.isotonic_steps
+        return np.clip(np.interp(np.asarray(logits, dtype=np.float64), cal["x"], cal["y"]), lo, hi)
+    return lo + (hi - lo) / (1.0 + np.exp(-(cal["a"] * np.asarray(logits) + cal["b"])))
+
+
 @dataclass
 class ModelCard:
     kind: str                       # "cross-encoder", "bi-encoder", ...
@@ -29,13 +40,7 @@ class ModelCard:
     def predict_labels(self, logits):
         """Logits → the label scale of training (e.g. 1..3), through the validation-fitted
         calibration when there is one."""
-        import numpy as np
-
-        lo, hi = self.label_range
-        cal = self.calibration or {"a": 1.0, "b": 0.0}
-        if cal.get("method") == "isotonic":     # monotone steps (leanrank.train.calibrate.isotonic_steps)
-            return np.clip(np.interp(np.asarray(logits, dtype=np.float64), cal["x"], cal["y"]), lo, hi)
-        return lo + (hi - lo) / (1.0 + np.exp(-(cal["a"] * np.asarray(logits) + cal["b"])))
+        return label_map(self.calibration, logits, *self.label_range)
 
     def save(self, directory: str | Path) -> None:
         write_json(Path(directory) / CARD_FILE, asdict(self))

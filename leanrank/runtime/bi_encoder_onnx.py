@@ -118,34 +118,24 @@ def quantize_bi_encoder(src_dir: str | Path, out_dir: str | Path, parity_texts: 
     import shutil
     import tempfile
 
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from leanrank.runtime.export import _staged
+    from leanrank.runtime.export import _staged, dynamic_int8, strip_value_info
 
     src_dir = Path(src_dir)
-    meta = _read_meta(src_dir)
+    meta = {**_read_meta(src_dir), "int8": "ort-dynamic-per-channel", "float_source": str(src_dir)}
     if not parity_texts:
         raise LeanrankError("bi-encoder quantization needs parity texts")
     with _staged(Path(out_dir), overwrite=True) as tmp, tempfile.TemporaryDirectory() as scratch:
-        plain = Path(scratch) / "float.onnx"
-        model = onnx.load(str(src_dir / ONNX_FILE))
-        del model.graph.value_info[:]        # stale shapes break ORT's quantizer
-        onnx.save(model, str(plain))
-        quantize_dynamic(str(plain), str(tmp / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm", "Attention"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        dynamic_int8(strip_value_info(src_dir / ONNX_FILE, Path(scratch) / "float.onnx"), tmp / ONNX_FILE)
         for f in src_dir.iterdir():
             if f.name not in (ONNX_FILE, "bi_encoder.json") and f.is_file():
                 shutil.copy(f, tmp / f.name)
-        write_json(tmp / "bi_encoder.json", {**meta, "int8": "ort-dynamic-per-channel", "float_source": str(src_dir)})
+        write_json(tmp / "bi_encoder.json", meta)
         reference = OrtBiEncoder(src_dir, threads=1).encode(list(parity_texts))
         got = OrtBiEncoder(tmp, threads=1).encode(list(parity_texts))
         cos = (reference * got).sum(1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1))
         if not float(cos.min()) >= min_cosine:
             raise LeanrankError(f"the int8 bi-encoder fails parity: min cosine {cos.min():.4f} < {min_cosine}")
-        write_json(tmp / "bi_encoder.json", {**meta, "int8": "ort-dynamic-per-channel", "float_source": str(src_dir),
-                                             "parity_min_cosine": float(cos.min()),
+        write_json(tmp / "bi_encoder.json", {**meta, "parity_min_cosine": float(cos.min()),
                                              "parity_mean_cosine": float(cos.mean()),
                                              "parity_texts": len(parity_texts)})
     return Path(out_dir)

@@ -160,6 +160,29 @@ def matmul_blocks(onnx_path: str | Path) -> dict[str, str]:
     return out
 
 
+def strip_value_info(src: Path, dst: Path) -> Path:
+    """Copy of an ONNX graph without ``value_info``: stale shapes there break ORT's quantizer."""
+    import onnx
+
+    model = onnx.load(str(src))
+    del model.graph.value_info[:]
+    onnx.save(model, str(dst))
+    return dst
+
+
+def dynamic_int8(plain: Path, out: Path, per_channel: bool = True, reduce_range: bool = False,
+                 nodes_to_exclude: Sequence[str] = ()) -> None:
+    """ORT dynamic int8 (MatMulInteger; a fused Attention node becomes QAttention) of a graph
+    passed through :func:`strip_value_info`; the rest stays float."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(plain), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     reduce_range=reduce_range, nodes_to_exclude=list(nodes_to_exclude),
+                     op_types_to_quantize=["MatMul", "Gemm", "Attention"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
 def ort_quantize(src_dir: str | Path, out_dir: str | Path, parity_pairs: Pairs, *,
                  calibration: Pairs = (), method: str = "minmax", per_channel: bool = True,
                  reduce_range: bool = False, exclude_blocks: Sequence[str] = ("classifier",),
@@ -169,7 +192,7 @@ def ort_quantize(src_dir: str | Path, out_dir: str | Path, parity_pairs: Pairs, 
     (the mixed-precision plan). Parity is checked against the float graph on real pairs."""
     require("onnx", "onnx==1.23.2")
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     src_dir = Path(src_dir)
     src = src_dir / ONNX_FILE
@@ -185,10 +208,7 @@ def ort_quantize(src_dir: str | Path, out_dir: str | Path, parity_pairs: Pairs, 
     exclude = [n for n, b in blocks.items() if b in set(exclude_blocks)]
     card = ModelCard.load(src_dir, kind="cross-encoder")
     with _staged(Path(out_dir), overwrite) as stage, tempfile.TemporaryDirectory() as scratch:
-        plain = Path(scratch) / "float.onnx"
-        model = onnx.load(str(src))
-        del model.graph.value_info[:]        # stale shapes break ORT's quantizer
-        onnx.save(model, str(plain))
+        plain = strip_value_info(src, Path(scratch) / "float.onnx")
         out = stage / ONNX_FILE
         if calibration:
             methods = {"minmax", "percentile", "entropy"}
@@ -203,10 +223,7 @@ def ort_quantize(src_dir: str | Path, out_dir: str | Path, parity_pairs: Pairs, 
                             extra_options={"CalibTensorRangeSymmetric": False,
                                            "DefaultTensorType": onnx.TensorProto.FLOAT})
         else:
-            quantize_dynamic(str(plain), str(out), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             reduce_range=reduce_range, nodes_to_exclude=exclude,
-                             op_types_to_quantize=["MatMul", "Gemm", "Attention"],   # fused → QAttention
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            dynamic_int8(plain, out, per_channel=per_channel, reduce_range=reduce_range, nodes_to_exclude=exclude)
         for f in [*src_dir.glob("tokenizer*"), src_dir / "config.json"]:
             if f.exists():
                 shutil.copy(f, stage / f.name)

@@ -41,6 +41,10 @@ class CatalogConfig:
             raise LeanrankError(f"catalog.n_products must be >= 10, got {self.n_products}")
 
 
+DENSE_INDEXES = ("flat", "fp16", "sq8", "ivf")      # leanrank.models.bi_encoder.DenseIndex.KINDS
+DENSE_RUNTIMES = ("torch", "onnx", "onnx-int8")
+
+
 @dataclass(frozen=True)
 class RecallConfig:
     bm25_k: int = 100                 # BM25 candidates over the whole catalog
@@ -59,10 +63,12 @@ class RecallConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "bm25_k", "rerank_n", "rrf_k", "faiss_threads", "encoder_threads", "dense_nprobe")
-        if self.dense_index not in ("flat", "fp16", "sq8", "ivf"):
-            raise LeanrankError(f"recall.dense_index must be flat, fp16, sq8 or ivf, got {self.dense_index!r}")
-        if self.dense_runtime not in ("torch", "onnx", "onnx-int8"):
-            raise LeanrankError(f"recall.dense_runtime must be torch, onnx or onnx-int8, got {self.dense_runtime!r}")
+        if self.dense_index not in DENSE_INDEXES:
+            raise LeanrankError(f"recall.dense_index must be one of {', '.join(DENSE_INDEXES)}, "
+                                f"got {self.dense_index!r}")
+        if self.dense_runtime not in DENSE_RUNTIMES:
+            raise LeanrankError(f"recall.dense_runtime must be one of {', '.join(DENSE_RUNTIMES)}, "
+                                f"got {self.dense_runtime!r}")
         if self.dense_k < 0:
             raise LeanrankError(f"dense_k must be >= 0, got {self.dense_k}")
         if self.rerank_n > self.bm25_k + self.dense_k:

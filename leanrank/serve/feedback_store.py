@@ -3,8 +3,10 @@
 Every write commits before the call returns. Feedback commits with ``synchronous=FULL`` (fsync),
 so an acknowledged feedback survives a crash; request rows (what a later feedback is matched
 against) commit with ``NORMAL`` — no fsync per search (~2 ms on this machine's disk), and a crash
-may lose the last few of them, never a feedback (the next FULL commit syncs them too). User ids arrive here already HMAC-hashed (``leanrank.serve.privacy``); nothing
-in this module ever sees a raw id.
+may lose the last few of them, never a feedback (the next FULL commit syncs them too).
+
+User ids arrive here already HMAC-hashed (``leanrank.serve.privacy``); nothing in this module
+ever sees a raw id.
 
 Request log lines (one JSON object each, appended and flushed):
 

@@ -20,6 +20,7 @@ import torch
 
 from leanrank.core.errors import LeanrankError
 from leanrank.data.search import SearchDataset
+from leanrank.models.card import label_map
 from leanrank.models.cross_encoder import CrossEncoder
 
 METHODS = ("platt", "isotonic")
@@ -58,12 +59,14 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, lo: float, hi: float
         raise LeanrankError(f"calibration needs at least 10 judged pairs, got {len(logits)}")
     if method not in METHODS:
         raise LeanrankError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
-    before = float(np.sqrt(np.mean((lo + (hi - lo) / (1 + np.exp(-logits)) - labels) ** 2)))
+    def rmse(cal: dict | None) -> float:
+        return float(np.sqrt(np.mean((label_map(cal, logits, lo, hi) - labels) ** 2)))
+
+    before = rmse(None)
     if method == "isotonic":
         bx, by = isotonic_steps(logits, labels)
         cal = {"method": "isotonic", "x": bx, "y": by}
-        after = float(np.sqrt(np.mean((np.clip(np.interp(logits, bx, by), lo, hi) - labels) ** 2)))
-        return {**cal, "rmse_before": before, "rmse_after": after, "pairs": len(logits)}
+        return {**cal, "rmse_before": before, "rmse_after": rmse(cal), "pairs": len(logits)}
     x = torch.tensor(logits, dtype=torch.float64)
     y = torch.tensor(labels, dtype=torch.float64)
     log_a = torch.zeros((), dtype=torch.float64, requires_grad=True)
