@@ -5,7 +5,10 @@ catalog, at every position of every training sequence.
 The student can start from the teacher: ``student_from_teacher`` builds a narrower model whose item
 table is the teacher's *complete* item vectors (table + attributes + projected titles) projected on
 their top principal directions, so a student without side information at serving time still
-inherits what titles and attributes taught the teacher.
+inherits what titles and attributes taught the teacher. ``fold_teacher`` keeps the teacher's
+width: the complete item vectors become a plain table (no title buffer, no attribute rows) and
+the student starts from a chosen subset of the teacher's layers; with all layers it scores
+exactly as the teacher does.
 
 >>> student = student_from_teacher(teacher, hidden=32, layers=1)                # doctest: +SKIP
 >>> record = distill_rec(teacher, student, dataset, RecDistillConfig(), "runs/student")  # doctest: +SKIP
@@ -13,6 +16,7 @@ inherits what titles and attributes taught the teacher.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,6 +85,31 @@ def student_from_teacher(teacher: SeqRec, hidden: int, layers: int, heads: int =
         student.items.weight[1 : c.n_items + 1] = projected
         student.items.weight[0].zero_()
     student.card.parent = f"PCA({hidden}) of the item vectors of a {c.hidden}-wide teacher"
+    return student
+
+
+def fold_teacher(teacher: SeqRec, layers: Sequence[int] | None = None) -> SeqRec:
+    """A student of the teacher's width without side information: its item table is the teacher's
+    complete item vectors (table + attribute mean + projected title, computed once), and it keeps
+    the teacher's position table, final norm and the blocks listed in ``layers`` (default: all, in
+    which case it ranks exactly as the teacher)."""
+    c = teacher.config
+    if c.variant != "sasrec":
+        raise LeanrankError("fold_teacher supports sasrec teachers")
+    keep = list(range(c.layers)) if layers is None else list(layers)
+    if not keep or any(not 0 <= i < c.layers for i in keep) or len(set(keep)) != len(keep):
+        raise LeanrankError(f"layers must be distinct indices in 0..{c.layers - 1}, got {keep}")
+    config = SeqRecConfig(n_items=c.n_items, variant=c.variant, hidden=c.hidden, layers=len(keep), heads=c.heads,
+                          max_len=c.max_len, dropout=c.dropout, ffn=c.ffn, loss="full")
+    student = SeqRec(config)
+    with torch.no_grad():
+        student.items.weight.copy_(teacher.item_vectors().detach().float().cpu()[: student.items.weight.shape[0]])
+        student.items.weight[0].zero_()
+        student.positions.load_state_dict(teacher.positions.state_dict())
+        student.norm.load_state_dict(teacher.norm.state_dict())
+        for mine, i in zip(student.blocks, keep):
+            mine.load_state_dict(teacher.blocks[i].state_dict())
+    student.card.parent = f"teacher folded: item vectors as a plain table, layers {keep} of {c.layers}"
     return student
 
 

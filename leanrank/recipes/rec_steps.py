@@ -83,20 +83,42 @@ def item_table(ctx: StepContext, c: ItemTableStep) -> dict:
 
 @dataclass(frozen=True)
 class DistillRecStep:
-    """A narrower recommender without side information, PCA-initialised from ``input`` and distilled."""
-    student: dict = field(default_factory=lambda: {"hidden": 32, "layers": 2, "heads": 2})
+    """A recommender without side information, initialised from ``input`` and distilled.
+
+    ``init: pca`` (default): a narrower student (``student: {hidden, layers, ...}``) whose item table
+    is the PCA of the teacher's item vectors. ``init: fold``: the teacher's width, its item vectors
+    (side information included) as a plain table, and the teacher blocks listed in
+    ``student: {keep: [i, ...]}`` (default all)."""
+    student: dict | None = None      # pca default {hidden: 32, layers: 2, heads: 2}; fold default {} (all blocks)
+    init: str = "pca"
     alpha: float = 0.5
     temperature: float = 1.0
     train: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.config()
-        allowed = ("hidden", "layers", "heads", "ffn", "dropout", "seed")     # student_from_teacher's
-        unknown = sorted(set(self.student) - set(allowed))
+        inits = {"pca": ("hidden", "layers", "heads", "ffn", "dropout", "seed"),   # student_from_teacher's
+                 "fold": ("keep",)}                                               # fold_teacher's
+        if self.init not in inits:
+            raise LeanrankError(f"init {self.init!r} is not one of {', '.join(inits)}")
+        allowed = inits[self.init]
+        unknown = sorted(set(self.shape) - set(allowed))
         if unknown:
-            raise LeanrankError(f"unknown student option {unknown[0]!r}; allowed: {', '.join(allowed)}")
-        if not {"hidden", "layers"} <= set(self.student):
+            raise LeanrankError(f"unknown student option {unknown[0]!r} for init {self.init}; "
+                                f"allowed: {', '.join(allowed)}")
+        if self.init == "pca" and not {"hidden", "layers"} <= set(self.shape):
             raise LeanrankError("student needs hidden and layers")
+        keep = self.shape.get("keep")
+        if keep is not None and not (isinstance(keep, list | tuple) and keep
+                                     and all(isinstance(i, int) and i >= 0 for i in keep)):
+            raise LeanrankError(f"student keep must be a non-empty list of teacher block indices, got {keep!r}")
+
+    @property
+    def shape(self) -> dict:
+        """The student options in effect (the init's default when ``student`` is not given)."""
+        if self.student is not None:
+            return dict(self.student)
+        return {"hidden": 32, "layers": 2, "heads": 2} if self.init == "pca" else {}
 
     def config(self):
         from leanrank.compress.distill_rec import RecDistillConfig
@@ -106,12 +128,15 @@ class DistillRecStep:
 
 def distill_rec(ctx: StepContext, c: DistillRecStep) -> dict:
     from leanrank.compress.distill_rec import distill_rec as run
-    from leanrank.compress.distill_rec import student_from_teacher
+    from leanrank.compress.distill_rec import fold_teacher, student_from_teacher
     from leanrank.compress.item_table import load_seqrec
     from leanrank.data.sequences import load_sequence_dataset
 
     teacher = load_seqrec(ctx.input)
-    student = student_from_teacher(teacher, **c.student)
+    if c.init == "fold":
+        student = fold_teacher(teacher, c.shape.get("keep"))
+    else:
+        student = student_from_teacher(teacher, **c.shape)
     ds = load_sequence_dataset(ctx.dataset, ctx.data_dir)
     record = run(teacher, student, ds, c.config(), ctx.work / "run", resume=ctx.resume)
     student.save(ctx.model_dir)

@@ -5,10 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from leanrank.compress.distill_rec import RecDistillConfig, distill_rec, kd_loss, student_from_teacher
+from leanrank.compress.distill_rec import (
+    RecDistillConfig,
+    distill_rec,
+    fold_teacher,
+    kd_loss,
+    student_from_teacher,
+)
 from leanrank.compress.item_table import ItemTableConfig, compress_item_table_, load_seqrec, nbytes
 from leanrank.core.errors import LeanrankError
 from leanrank.eval.fullrank import evaluate_next_item, model_scorer
+from leanrank.models.seqrec import SeqRec, SeqRecConfig
 from leanrank.train.rec import RecTrainConfig, train_rec
 from tests.train.test_rec import pattern_dataset, tiny
 
@@ -94,6 +101,30 @@ def test_student_from_teacher_inherits_the_item_geometry(trained):
     assert corr > 0.8
     with pytest.raises(LeanrankError, match="wider"):
         student_from_teacher(teacher, hidden=64, layers=1)
+
+
+def test_fold_teacher_bakes_side_information_into_a_plain_table_exactly():
+    torch.manual_seed(0)
+    n = 30
+    attributes = [[1 + i % 4, 1 + (i * 7) % 4] for i in range(n + 1)]
+    teacher = SeqRec(SeqRecConfig(n_items=n, hidden=16, layers=2, heads=2, max_len=8, dropout=0.0, n_attributes=5,
+                                  max_item_attributes=2, title_dim=12),
+                     item_attributes=attributes, title_embeddings=torch.randn(n + 1, 12)).eval()
+    histories = [[1, 5, 9], [2, 3, 4, 7, 8, 30], [11]]
+    folded = fold_teacher(teacher).eval()
+    assert folded.config.n_attributes == 0 and folded.config.title_dim == 0 and folded.config.layers == 2
+    assert nbytes(folded) < nbytes(teacher)
+    with torch.no_grad():
+        torch.testing.assert_close(folded.score_histories(histories), teacher.score_histories(histories))
+        one = fold_teacher(teacher, [1]).eval()
+        assert one.config.layers == 1
+        torch.testing.assert_close(one.blocks[0].state_dict(), teacher.blocks[1].state_dict())
+        # dropping a block changes the scores but keeps the folded item vectors
+        assert not torch.allclose(one.score_histories(histories), teacher.score_histories(histories))
+        torch.testing.assert_close(one.items.full(), folded.items.full())
+    for bad in ([], [2], [0, 0]):
+        with pytest.raises(LeanrankError, match="distinct indices"):
+            fold_teacher(teacher, bad)
 
 
 def test_distilled_student_beats_the_same_student_trained_on_labels(trained, tmp_path):

@@ -311,6 +311,8 @@ def test_rec_recipe_teacher_item_table_student_bench(tmp_path, one_thread):
         {"name": "teacher-int8", "kind": "item_table", "table": "int8"},
         {"name": "student", "kind": "distill_rec", "input": "teacher", "student": {"hidden": 8, "layers": 1},
          "train": fast},
+        {"name": "folded", "kind": "distill_rec", "input": "teacher", "init": "fold", "student": {"keep": [0]},
+         "train": fast},
         {"name": "bench", "kind": "bench_rec"}]}
     run_recipe(recipe, log=lambda _: None)
     out = tmp_path / "out"
@@ -320,10 +322,11 @@ def test_rec_recipe_teacher_item_table_student_bench(tmp_path, one_thread):
     rows = json.loads((out / "bench" / "results.json").read_text())["rows"]
     assert [(r["name"], r["role"]) for r in rows] == [
         ("teacher-fp32", "teacher"), ("peer-torch-quantize_dynamic", "peer"), ("peer-bf16-autocast", "peer"),
-        ("teacher-int8", "variant"), ("student", "variant")]
+        ("teacher-int8", "variant"), ("student", "variant"), ("folded", "variant")]
     by = {r["name"]: r for r in rows}
     assert by["teacher-int8"]["size_mb"] < by["teacher-fp32"]["size_mb"] > by["student"]["size_mb"]
     assert by["student"]["users_per_s"] > 0 and by["student"]["p50_ms"] <= by["student"]["p99_ms"]
+    assert by["folded"]["size_mb"] > by["student"]["size_mb"]     # teacher width (16) vs hidden 8
     assert "| teacher-int8 | variant |" in (out / "bench" / "report.md").read_text()
     assert (out / "bench" / "report.html").is_file() and (out / "bench" / "pareto.png").is_file()
 
@@ -334,7 +337,12 @@ def test_rec_step_errors_name_the_key(tmp_path):
              ({"name": "t", "kind": "train_rec", "model": {"hiden": 5}}, "unknown model option 'hiden'; allowed: "),
              ({"name": "t", "kind": "train_rec", "train": {"lr": "fast"}}, "train.lr must be a number, got 'fast'"),
              ({"name": "t", "kind": "item_table", "input": "t0"}, "'t0' is neither an earlier step"),
-             ({"name": "t", "kind": "prune", "input": "x", "dataset": "beauty"}, "'beauty' is not a search dataset")]
+             ({"name": "t", "kind": "prune", "input": "x", "dataset": "beauty"}, "'beauty' is not a search dataset"),
+             ({"name": "t", "kind": "distill_rec", "input": "x", "init": "zip"}, "init 'zip' is not one of pca, fold"),
+             ({"name": "t", "kind": "distill_rec", "input": "x", "init": "fold", "student": {"hidden": 8}},
+              "unknown student option 'hidden' for init fold; allowed: keep"),
+             ({"name": "t", "kind": "distill_rec", "input": "x", "init": "fold", "student": {"keep": 1}},
+              "student keep must be a non-empty list")]
     for step, words in cases:
         with pytest.raises(LeanrankError) as err:
             load_recipe({**base, "dataset": step.pop("dataset", "synthetic"), "steps": [step]})
