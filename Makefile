@@ -57,7 +57,8 @@ bench-rec: $(STAMP)
 	$(PY) -m leanrank.bench.rec --dataset sports --data-dir $(LEANRANK_DATA) --minutes $(REC_MINUTES) \
 		--out benchmarks/results/sports-teacher
 
-# Beauty teacher's item table compressed (int8/int4/low-rank) and distilled into hidden-32 students (~35 min).
+# Beauty teacher's item table compressed (int8/int4/low-rank), and its students: folded (item vectors as one table,
+# last block kept) and hidden-32, with ablations (~45 min; --skip-compress / --skip-distill for one file).
 bench-rec-compress: $(STAMP)
 	test -f runs/rec-bench/beauty/teacher/model/config.json || $(PY) -m leanrank.bench.rec --dataset beauty \
 		--data-dir $(LEANRANK_DATA) --minutes $(REC_MINUTES) --out benchmarks/results/beauty-teacher
