@@ -12,7 +12,6 @@ test queries, interleaved throughput at batch 32, 2 threads).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from dataclasses import asdict
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 from leanrank.bench.prune import measure_rows
-from leanrank.bench.quantize import Variant, _ort_peer
+from leanrank.bench.quantize import Variant, _ort_peer, torch_peer
 from leanrank.compress.distill import DistillConfig, distill
 from leanrank.compress.students import StudentConfig, make_student
 from leanrank.compress.transfer import TransferConfig, build_transfer, dense_recall
@@ -71,12 +70,7 @@ print("validation curve:", [(h.get("step"), round(h.get("ndcg@10", 0), 4)) for h
 
 parity = splits["valid"].sample_pairs(256, seed=1)
 variants = [Variant("teacher-fp32", "teacher", "torch", teacher, args.teacher)]
-peer = copy.deepcopy(teacher)
-peer.model = torch.ao.quantization.quantize_dynamic(peer.model, {torch.nn.Linear}, dtype=torch.qint8)
-(args.work / "torch-peer").mkdir(parents=True, exist_ok=True)
-torch.save(peer.model.state_dict(), args.work / "torch-peer" / "model.pt")
-variants.append(Variant("peer-torch-quantize_dynamic", "peer", "torch", peer, args.work / "torch-peer",
-                        rss_peer="torch-dynamic"))
+variants.append(torch_peer(teacher, args.work))
 if not (args.work / "teacher-onnx" / "model.onnx").exists():
     export_onnx(teacher, args.work / "teacher-onnx", parity, overwrite=True, fuse=False)
 peer_dir = _ort_peer(args.work / "teacher-onnx", args.work / "ort-peer")

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from leanrank.bench.prune import measure_rows
-from leanrank.bench.quantize import Variant, _ort_peer
+from leanrank.bench.quantize import Variant, _ort_peer, torch_peer
 from leanrank.bench.report import write_results
 from leanrank.compress.distill import DistillConfig, distill, distill_chain
 from leanrank.compress.quantize import DynamicInt8Config, quantize_
@@ -108,12 +108,7 @@ def run(teacher_dir: Path, data_dir: Path | None, out: Path, work: Path, max_que
     base = DistillConfig(steps=steps, eval_every=max(steps // 3, 1), lr=lr)
 
     variants = [Variant("teacher-fp32", "teacher", "torch", teacher, Path(teacher_dir))]
-    peer = copy.deepcopy(teacher)
-    peer.model = torch.ao.quantization.quantize_dynamic(peer.model, {torch.nn.Linear}, dtype=torch.qint8)
-    (work / "torch-peer").mkdir(exist_ok=True)
-    torch.save(peer.model.state_dict(), work / "torch-peer" / "model.pt")
-    variants.append(Variant("peer-torch-quantize_dynamic", "peer", "torch", peer, work / "torch-peer",
-                            rss_peer="torch-dynamic"))
+    variants.append(torch_peer(teacher, work))
     parity = splits["valid"].sample_pairs(256, seed=1)
     if not (work / "teacher-onnx" / "model.onnx").exists():
         export_onnx(teacher, work / "teacher-onnx", parity, overwrite=True, fuse=False)   # the peer's input

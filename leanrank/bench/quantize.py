@@ -50,6 +50,17 @@ class Variant:
     rss_peer: str | None = None
 
 
+def torch_peer(teacher: CrossEncoder, work: Path) -> Variant:
+    """The peer ``torch.ao.quantization.quantize_dynamic`` of ``teacher`` (Linear layers, qint8), as a
+    user would call it; its state dict is written to WORK/torch-peer for its size only."""
+    peer = copy.deepcopy(teacher)
+    peer.model = torch.ao.quantization.quantize_dynamic(peer.model, {torch.nn.Linear}, dtype=torch.qint8)
+    (work / "torch-peer").mkdir(parents=True, exist_ok=True)
+    torch.save(peer.model.state_dict(), work / "torch-peer" / "model.pt")
+    return Variant("peer-torch-quantize_dynamic", "peer", "torch", peer, work / "torch-peer",
+                   rss_peer="torch-dynamic")
+
+
 def _ort_peer(src: Path, dest: Path) -> Path:
     """The peer exactly as a user would call it: ORT ``quantize_dynamic`` with its defaults."""
     import onnx
@@ -80,12 +91,7 @@ def build_variants(teacher_dir: Path, splits, work: Path, valid_queries: int, qa
     teacher.eval()
     out = [Variant("teacher-fp32", "teacher", "torch", teacher, teacher_dir)]
 
-    peer = copy.deepcopy(teacher)
-    peer.model = torch.ao.quantization.quantize_dynamic(peer.model, {torch.nn.Linear}, dtype=torch.qint8)
-    (work / "torch-peer").mkdir(exist_ok=True)
-    torch.save(peer.model.state_dict(), work / "torch-peer" / "model.pt")    # written for its size only
-    out.append(Variant("peer-torch-quantize_dynamic", "peer", "torch", peer, work / "torch-peer",
-                       rss_peer="torch-dynamic"))
+    out.append(torch_peer(teacher, work))
 
     log("exporting the teacher to ONNX (plain graph for the peer, attention-fused for leanrank) ...")
     plain_dir, onnx_dir = work / "ort-fp32", work / "ort-fp32-fused"
